@@ -1,0 +1,271 @@
+"""Datasets as float tensors in [0, 1], N×C×H×W, with int64 labels.
+
+Two sources, tried in this order:
+
+1. **Offline copy.** When the environment variable ``FEATADV_DATA_DIR`` names a folder, the
+   ``.npz`` files there are read (format: ``x_train, y_train, x_test, y_test`` as uint8,
+   images ``N×H×W`` or ``N×H×W×3``). If the folder has a ``SHA256SUMS`` file, every file read
+   is checked against it.
+2. **torchvision download** into ``FEATADV_CACHE`` (default ``~/.cache/featadv``), the
+   canonical full datasets, for machines with internet.
+
+Also :func:`load_image_folder` for ImageNet-style folders (``root/<class>/<image>``), resized
+and centre-cropped as torchvision's ImageNet models expect, for paper-scale runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "DataUnavailableError",
+    "cache_dir",
+    "class_names",
+    "data_source",
+    "load",
+    "load_image_folder",
+    "stratified_indices",
+]
+
+DATA_ENV = "FEATADV_DATA_DIR"
+CACHE_ENV = "FEATADV_CACHE"
+
+
+class DataUnavailableError(RuntimeError):
+    """The data cannot be had from any source; the message says how to fix that."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    npz: str                    # file name of the offline copy
+    torchvision: str            # torchvision.datasets class name
+    classes: tuple[str, ...]
+
+
+DATASETS: dict[str, _Spec] = {
+    "mnist": _Spec("mnist.npz", "MNIST", tuple(str(i) for i in range(10))),
+    "fashion_mnist": _Spec(
+        "fashion_mnist.npz",
+        "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "cifar10": _Spec(
+        "cifar10_subset.npz",
+        "CIFAR10",
+        ("airplane", "automobile", "bird", "cat", "deer",
+         "dog", "frog", "horse", "ship", "truck"),
+    ),
+}
+SPLITS = ("train", "test")
+
+
+def _check_name(name: str) -> _Spec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def class_names(name: str) -> list[str]:
+    """The class names of dataset ``name``, in label order."""
+    return list(_check_name(name).classes)
+
+
+def cache_dir() -> Path:
+    """Where downloads, trained checkpoints and cached results live (``FEATADV_CACHE``)."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "featadv")).expanduser()
+
+
+def _offline_dir() -> Path | None:
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+_VERIFIED: dict[Path, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified_file(folder: Path, filename: str) -> Path:
+    """Path of ``folder/filename`` after checking it against ``folder/SHA256SUMS``."""
+    path = folder / filename
+    if not path.is_file():
+        raise DataUnavailableError(
+            f"{DATA_ENV}={folder} has no {filename}; put the offline copy there "
+            "(see data/README.md) or unset the variable to download with torchvision."
+        )
+    resolved = path.resolve()
+    if resolved in _VERIFIED:
+        return path
+    sums = folder / "SHA256SUMS"
+    digest = _sha256(path)
+    if sums.is_file():
+        expected = {}
+        for line in sums.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                expected[parts[1].lstrip("*")] = parts[0].lower()
+        if filename in expected and expected[filename] != digest:
+            raise DataUnavailableError(
+                f"checksum mismatch for {path}: SHA256SUMS says {expected[filename]}, the file "
+                f"hashes to {digest}. The copy is damaged or altered; fetch it again."
+            )
+    _VERIFIED[resolved] = digest
+    return path
+
+
+def data_source(name: str) -> str:
+    """A string naming where ``load(name, ...)`` reads from, for cache keys.
+
+    ``"offline:<sha256>"`` for the offline copy (so a different copy gives a different key),
+    else ``"torchvision"``.
+    """
+    spec = _check_name(name)
+    folder = _offline_dir()
+    if folder is not None:
+        path = _verified_file(folder, spec.npz)
+        return f"offline:{_VERIFIED[path.resolve()]}"
+    return "torchvision"
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``N×H×W`` or ``N×H×W×C`` → float32 ``N×C×H×W`` in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return x.contiguous().float().div_(255.0)
+
+
+def _load_offline(folder: Path, spec: _Spec, split: str) -> tuple[np.ndarray, np.ndarray]:
+    path = _verified_file(folder, spec.npz)
+    with np.load(path) as archive:
+        key = f"x_{split}"
+        if key not in archive:
+            raise DataUnavailableError(f"{path} holds no {split!r} split (keys: {sorted(archive)})")
+        return archive[key], archive[f"y_{split}"]
+
+
+def _load_torchvision(spec: _Spec, split: str) -> tuple[np.ndarray, np.ndarray]:
+    root = cache_dir() / "datasets"
+    try:
+        import torchvision.datasets as tvd
+
+        dataset_cls = getattr(tvd, spec.torchvision)
+        try:  # already downloaded: no network needed
+            ds = dataset_cls(str(root), train=(split == "train"), download=False)
+        except RuntimeError:
+            ds = dataset_cls(str(root), train=(split == "train"), download=True)
+    except Exception as exc:  # network errors come in many types (URLError, socket, HTTP...)
+        raise DataUnavailableError(
+            f"could not load {spec.torchvision} ({split}) with torchvision into {root}: "
+            f"{type(exc).__name__}: {exc}\nOn a machine without internet, set {DATA_ENV} to a "
+            f"folder holding {spec.npz} (see data/README.md)."
+        ) from None
+    images = np.asarray(ds.data)
+    labels = np.asarray(ds.targets)
+    return images, labels
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of a class-balanced subset of size ``n``, deterministic in ``seed``.
+
+    Each class gets ``n // C`` items; the remainder goes to classes chosen at random. A class
+    with too few items gives what it has and the rest is taken from the others. The indices
+    are returned sorted, so the subset keeps the dataset's order.
+    """
+    labels = np.asarray(labels)
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    if n > len(labels):
+        raise ValueError(f"asked for n={n} items but the split has only {len(labels)}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    quota = {c: n // len(classes) for c in classes}
+    for c in rng.choice(classes, size=n % len(classes), replace=False):
+        quota[c] += 1
+    chosen = [pools[c][: quota[c]] for c in classes]
+    short = n - sum(len(part) for part in chosen)
+    if short:  # some class ran out: top up from the unused items of the others
+        rest = rng.permutation(np.concatenate([pools[c][quota[c]:] for c in classes]))
+        chosen.append(rest[:short])
+    return np.sort(np.concatenate(chosen))
+
+
+def load(name: str, split: str, *, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load ``split`` ("train"/"test") of dataset ``name``.
+
+    Returns ``x`` float32 N×C×H×W in [0, 1] and ``y`` int64 of shape N. With ``n``, a
+    stratified subset of ``n`` items chosen deterministically from ``seed``.
+    """
+    spec = _check_name(name)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    folder = _offline_dir()
+    images, labels = _load_offline(folder, spec, split) if folder else _load_torchvision(spec, split)
+    labels = np.asarray(labels).astype(np.int64)
+    if n is not None:
+        idx = stratified_indices(labels, n, seed)
+        images, labels = images[idx], labels[idx]
+    return _to_tensor(images), torch.from_numpy(labels)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".JPEG", ".JPG", ".PNG")
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    resize: int = 256,
+    crop: int = 224,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Load an ImageNet-style folder ``root/<class>/<image>`` for paper-scale runs.
+
+    Images are resized (shorter side to ``resize``) and centre-cropped to ``crop``×``crop``,
+    as torchvision's ImageNet models expect, and returned as float32 N×3×H×W in [0, 1] with
+    labels indexing the sorted class folder names (returned third). With ``n``, a stratified
+    subset chosen from ``seed``.
+    """
+    from PIL import Image
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root} holds no class sub-folders (expected root/<class>/<image>)")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((root / cls).iterdir()):
+            if path.suffix in IMAGE_SUFFIXES:
+                files.append(path)
+                labels.append(label)
+    if not files:
+        raise ValueError(f"no images with suffixes {IMAGE_SUFFIXES} under {root}")
+    labels_np = np.asarray(labels, dtype=np.int64)
+    idx = stratified_indices(labels_np, n, seed) if n is not None else np.arange(len(files))
+    out = torch.empty(len(idx), 3, crop, crop)
+    for row, i in enumerate(idx):
+        with Image.open(files[i]) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = resize / min(w, h)
+            img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.BILINEAR)
+            w, h = img.size
+            left, top = (w - crop) // 2, (h - crop) // 2
+            img = img.crop((left, top, left + crop, top + crop))
+            out[row] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    return out, torch.from_numpy(labels_np[idx]), classes

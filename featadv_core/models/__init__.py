@@ -1,0 +1,8 @@
+"""Model zoo (:mod:`.zoo`), architectures with paper layer names, and training.
+
+``get(model_id)`` returns an eval-mode model taking [0, 1] input; ``model_card(model_id)``
+describes it. See :mod:`featadv_core.models.zoo` for the ids.
+"""
+from .zoo import ZOO, WeightsUnavailableError, available, checkpoint_path, get, model_card
+
+__all__ = ["ZOO", "WeightsUnavailableError", "available", "checkpoint_path", "get", "model_card"]

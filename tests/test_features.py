@@ -1,0 +1,59 @@
+"""featadv_core.features: names, extraction, truncation, gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featadv_core import features
+
+
+def test_layer_names_follow_caffenet(tiny_caffenet):
+    assert features.layer_names(tiny_caffenet) == [
+        "conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "conv4", "conv5",
+        "pool5", "fc6", "fc7", "fc8"]
+
+
+def test_extract_returns_requested_tensors(tiny_caffenet):
+    x = torch.rand(2, 3, 32, 32)
+    out = features.extract(tiny_caffenet, x, ["conv3", "pool5", "fc7"])
+    assert list(out) == ["conv3", "pool5", "fc7"]
+    assert out["conv3"].shape == (2, 96, 8, 8) and out["pool5"].shape == (2, 64, 4, 4)
+    assert out["fc7"].shape == (2, 256)
+    assert (out["conv3"] >= 0).all(), "conv3 is post-ReLU, like Caffe's in-place blob"
+    assert torch.allclose(out["fc7"], features.forward_to(tiny_caffenet, x, "fc7"))
+
+
+def test_last_layer_equals_model_output(tiny_lenet):
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(features.forward_to(tiny_lenet, x, "ip2"), tiny_lenet(x))
+
+
+def test_truncation_skips_later_layers(tiny_caffenet):
+    calls = []
+    handle = tiny_caffenet.net.fc8.register_forward_hook(lambda *a: calls.append(1))
+    features.forward_to(tiny_caffenet, torch.rand(1, 3, 32, 32), "conv3")
+    handle.remove()
+    assert calls == []
+
+
+def test_gradients_flow(tiny_lenet):
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    features.forward_to(tiny_lenet, x, "pool2").sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_unknown_layer_lists_valid(tiny_caffenet):
+    with pytest.raises(ValueError, match=r"'fc9'.*valid layers: conv1, pool1"):
+        features.extract(tiny_caffenet, torch.rand(1, 3, 32, 32), ["conv3", "fc9"])
+
+
+def test_plain_module_uses_module_paths():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    assert features.layer_names(net) == ["0", "1", "2"]
+    assert features.forward_to(net, torch.rand(5, 4), "1").shape == (5, 3)
+
+
+def test_feature_shapes(tiny_lenet):
+    shapes = features.feature_shapes(tiny_lenet, (1, 28, 28))
+    assert shapes == {"conv1": (20, 24, 24), "pool1": (20, 12, 12), "conv2": (50, 8, 8),
+                      "pool2": (50, 4, 4), "ip1": (500,), "ip2": (10,)}
