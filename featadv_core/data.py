@@ -168,9 +168,10 @@ def _load_torchvision(spec: _Spec, split: str) -> tuple[np.ndarray, np.ndarray]:
             ds = dataset_cls(str(root), train=(split == "train"), download=True)
     except Exception as exc:  # network errors come in many types (URLError, socket, HTTP...)
         raise DataUnavailableError(
-            f"could not load {spec.torchvision} ({split}) with torchvision into {root}: "
-            f"{type(exc).__name__}: {exc}\nOn a machine without internet, set {DATA_ENV} to a "
-            f"folder holding {spec.npz} (see data/README.md)."
+            f"{spec.torchvision} ({split}) is not available: {DATA_ENV} is unset and the "
+            f"torchvision download into {root} failed. On a machine without internet, set "
+            f"{DATA_ENV} to a folder holding {spec.npz} (see data/README.md).\n"
+            f"(torchvision said: {type(exc).__name__}: {str(exc).strip()})"
         ) from None
     images = np.asarray(ds.data)
     labels = np.asarray(ds.targets)

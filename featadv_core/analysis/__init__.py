@@ -1,0 +1,26 @@
+"""Analyses of feature encodings (chapter 1: Sabour et al. 2016, §4–§5).
+
+* :mod:`.neighbors` — kNN with exclusions, the ``r_K`` rank statistic, kNN intersection (Table 1);
+* :mod:`.manifold` — neighbourhood sets, PPCA ``ΔL`` and angular consistency ``Ω`` (§4.2, Fig. 4);
+* :mod:`.sparsity` — active fractions, ``ΔS`` and I/U of active units (Table 2);
+* :mod:`.random_networks` — copies of a model with random orthonormal weights (§5);
+* :mod:`.inversion` — Mahendran & Vedaldi representation inversion (Fig. 2).
+
+Distances themselves live in :mod:`featadv_core.metrics`. Everything is batched over points
+and device-agnostic.
+"""
+from .inversion import invert, total_variation
+from .manifold import (DEFAULT_PPCA_COMPONENTS, DEFAULT_SIGMA2_FLOOR, PPCA, NeighbourhoodSets,
+                       angular_consistency, neighbourhood_sets, ppca_delta_loglik, ppca_fit)
+from .neighbors import knn, knn_intersection, knn_score, rank_statistic
+from .random_networks import orthonormal_copy
+from .sparsity import active_fraction, active_iou, sparsity_change
+
+__all__ = [
+    "knn", "knn_score", "rank_statistic", "knn_intersection",
+    "NeighbourhoodSets", "neighbourhood_sets", "PPCA", "ppca_fit", "ppca_delta_loglik",
+    "angular_consistency", "DEFAULT_PPCA_COMPONENTS", "DEFAULT_SIGMA2_FLOOR",
+    "active_fraction", "sparsity_change", "active_iou",
+    "orthonormal_copy",
+    "invert", "total_variation",
+]

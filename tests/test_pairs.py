@@ -1,0 +1,31 @@
+"""featadv_core.pairs: source–guide sampling protocols."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featadv_core.pairs import sample_pairs
+
+
+def test_pairs_differ_in_class_and_repeat():
+    labels = torch.arange(100) % 10
+    s, g = sample_pairs(labels, 40, seed=1)
+    assert len(s) == 40 and (labels[s] != labels[g]).all()
+    assert len(set(zip(s.tolist(), g.tolist()))) == 40
+    s2, g2 = sample_pairs(labels, 40, seed=1)
+    assert torch.equal(s, s2) and torch.equal(g, g2)
+
+
+def test_table1_protocol():
+    labels = torch.arange(100) % 10
+    preds = labels.clone()
+    preds[:50] = (labels[:50] + 1) % 10          # first half misclassified
+    s, g = sample_pairs(labels, 30, seed=0, preds=preds, guide_correct=True)
+    assert (preds[g] == labels[g]).all() and (preds[s] != labels[g]).all()
+
+
+def test_impossible_requests():
+    with pytest.raises(ValueError, match="found only"):
+        sample_pairs(torch.zeros(10, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="needs preds"):
+        sample_pairs(torch.arange(10), 3, guide_correct=True)
