@@ -10,6 +10,7 @@ identity and the source of the architecture and training code. torchvision's Ima
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,11 @@ def _load_own(model_id: str, device: torch.device) -> tuple[nn.Module, dict]:
     spec = _spec(model_id)
     path = checkpoint_path(model_id)
     if not path.is_file():
-        _train_own(model_id, spec, path, device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent processes: one trains, the others wait
+            if not path.is_file():
+                _train_own(model_id, spec, path, device)
     blob = torch.load(path, map_location="cpu", weights_only=False)
     model = _build_own(spec)
     model.load_state_dict(blob["state_dict"])

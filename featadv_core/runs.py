@@ -1,0 +1,105 @@
+"""Cached, chunked experiment steps shared by the book's notebooks.
+
+Notebooks describe *what* to run (model, data, pairs, attack options); this module runs it in
+chunks that fit the device, shows progress, and caches results on disk
+(:func:`featadv_core.repro.cached`, keyed by the options, the input images' hash, the model's
+checkpoint hash and the core's source), so a rebuild or a figure tweak never recomputes.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import attacks, data
+from .features import extract
+from .metrics import flatten
+from .repro import cached
+
+__all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "predict", "run_attack"]
+
+ATTACKS = {
+    "feature_opt": attacks.feature_opt,
+    "feature_linear": attacks.feature_linear,
+    "label_opt": attacks.label_opt,
+}
+
+
+def load_images(dataset: str, split: str, *, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset split by name (``"cifar10"``, ...) or, for paper-scale runs, a folder path.
+
+    A folder is read as ``<dataset>/<split>/<class>/<image>`` with
+    :func:`featadv_core.data.load_image_folder` (ImageNet preprocessing).
+    """
+    if dataset in data.DATASETS:
+        return data.load(dataset, split, n=n, seed=seed)
+    root = Path(dataset).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"dataset {dataset!r} is neither one of {', '.join(data.DATASETS)} nor a folder")
+    x, y, _ = data.load_image_folder(root / split, n=n, seed=seed)
+    return x, y
+
+
+def tensor_hash(x: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and values (for cache keys)."""
+    t = x.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}".encode())
+    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def batched_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], *,
+                     batch_size: int = 256, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Flattened features (N×D, on the CPU) of ``x`` at ``layers``, computed in chunks."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    device = _device_of(model)
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for i in tqdm(range(0, len(x), batch_size), desc="features", disable=not progress, leave=False):
+        feats = extract(model, x[i:i + batch_size].to(device), names)
+        for name in names:
+            parts[name].append(flatten(feats[name]).cpu())
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """Predicted labels (argmax of the logits) of ``x``, on the CPU."""
+    device = _device_of(model)
+    return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(x), batch_size)])
+
+
+def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.Tensor, *,
+               batch_size: int = 128, cache: bool = True, progress: bool = True, **options) -> torch.Tensor:
+    """Run ``attacks.<attack>(model, x_src, other, **options)`` in chunks, cached on disk.
+
+    ``other`` is the guide images (``feature_opt``, ``feature_linear``) or the target labels
+    (``label_opt``). Returns the adversaries on the CPU, in ``x_src``'s order.
+    """
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
+    fn = ATTACKS[attack]
+    device = _device_of(model)
+
+    def compute() -> torch.Tensor:
+        chunks = range(0, len(x_src), batch_size)
+        out = []
+        for i in tqdm(chunks, desc=attack, disable=not progress or len(chunks) == 1, leave=False):
+            out.append(fn(model, x_src[i:i + batch_size].to(device), other[i:i + batch_size].to(device),
+                          progress=progress, **options).cpu())
+        return torch.cat(out)
+
+    if not cache:
+        return compute()
+    params = {"attack": attack, "options": options, "batch_size": batch_size,
+              "x_src": tensor_hash(x_src), "other": tensor_hash(other)}
+    return cached(attack, params, compute, model=model)
