@@ -35,3 +35,12 @@ def offline_dir() -> Path:
     if not value:
         pytest.skip("FEATADV_DATA_DIR is not set")
     return Path(value)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

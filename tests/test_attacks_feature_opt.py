@@ -11,13 +11,7 @@ from featadv_core.attacks import feature_opt, linf_box, solve
 from featadv_core.models import architectures
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lenet() -> torch.nn.Module:

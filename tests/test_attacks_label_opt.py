@@ -10,12 +10,7 @@ from featadv_core.attacks import label_opt, linf_box
 from featadv_core.models import architectures
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lenet() -> torch.nn.Module:

@@ -11,13 +11,7 @@ from scipy.optimize import minimize
 from featadv_core.attacks import minimize_box
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _quadratic(B: int, n: int, seed: int, dtype=torch.float64):
