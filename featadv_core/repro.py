@@ -1,7 +1,7 @@
 """Reproducibility: seeding, an on-disk result cache, and claims tables.
 
 The cache (DESIGN.md §3) keys every entry by its parameters, the checkpoint hash of the model
-involved and a fingerprint of the core's source code, so a code change or a retrained model
+involved and a fingerprint of the source code that computes it, so a code change or a retrained model
 never serves a stale result; entries are written atomically (temporary file + rename).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from .data import cache_dir
 
 __all__ = [
-    "Claim", "atomic_save", "cached", "claims_table", "core_fingerprint", "seed_everything",
+    "Claim", "atomic_save", "cached", "claims_table", "code_fingerprint", "core_fingerprint", "seed_everything",
     "source_fingerprint", "state_hash", "stable_hash",
 ]
 
@@ -58,13 +58,87 @@ def source_fingerprint(*paths: Path) -> str:
 
 
 _CORE_FINGERPRINT: str | None = None
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE = _PACKAGE_DIR.name
+
+
+def _module_file(dotted: str) -> Path | None:
+    """The source file of a ``featadv_core`` module or package (``None`` if there is none)."""
+    parts = dotted.split(".")
+    if parts[0] != _PACKAGE:
+        return None
+    base = _PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(dotted: str, file: Path) -> set[str]:
+    """The ``featadv_core`` modules that the module ``dotted`` (at ``file``) imports."""
+    import ast
+
+    package = dotted if file.name == "__init__.py" else dotted.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_text(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == _PACKAGE)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != _PACKAGE:
+                continue
+            for alias in node.names:  # ``from pkg import submodule`` names a module
+                sub = f"{base}.{alias.name}"
+                found.add(sub if _module_file(sub) is not None else base)
+    return {m for m in found if _module_file(m) is not None}
+
+
+def code_fingerprint(*modules: Any) -> str:
+    """SHA-256 over the source of ``modules`` and every ``featadv_core`` module they import.
+
+    ``modules`` are module objects, functions or classes (their defining module) or dotted
+    names inside ``featadv_core``. Inside the core the import graph is followed transitively
+    (parsed, not executed), so a cached result is invalidated by a change to any code it can
+    run — and by nothing else: editing a plotting helper leaves every attack result valid.
+    Code outside the core (a notebook's helper module, a test's stand-in) counts by its own
+    source file only; objects without a source file are a ``ValueError``.
+    """
+    import inspect
+
+    todo, outside = [], {}
+    for obj in modules:
+        name = obj if isinstance(obj, str) else getattr(inspect.getmodule(obj), "__name__", None)
+        if name is not None and _module_file(name) is not None:
+            todo.append(name)
+            continue
+        try:
+            outside[name] = Path(inspect.getsourcefile(inspect.getmodule(obj)))
+        except (TypeError, ValueError):
+            raise ValueError(f"{obj!r} is not a module of {_PACKAGE} and has no source file") from None
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = _module_file(name)
+        todo.extend(_imported_modules(name, seen[name]) - seen.keys())
+    digest = hashlib.sha256()
+    for name, file in sorted(seen.items()) + sorted(outside.items()):
+        digest.update(name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def core_fingerprint() -> str:
     """Fingerprint of the whole ``featadv_core`` source: any code change invalidates results."""
     global _CORE_FINGERPRINT
     if _CORE_FINGERPRINT is None:
-        _CORE_FINGERPRINT = source_fingerprint(Path(__file__).resolve().parent)
+        _CORE_FINGERPRINT = source_fingerprint(_PACKAGE_DIR)
     return _CORE_FINGERPRINT
 
 
@@ -94,15 +168,18 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def cached(name: str, params: dict, compute: Callable[[], Any], *, model: nn.Module | None = None,
-           refresh: bool = False) -> Any:
+           code: tuple | list | None = None, refresh: bool = False) -> Any:
     """Return ``compute()``, cached on disk under ``FEATADV_CACHE/results``.
 
     The key covers ``name``, ``params`` (JSON-serialisable), the checkpoint hash of ``model``
-    (if given) and :func:`core_fingerprint`. ``refresh=True`` recomputes and overwrites. The
-    value must be ``torch.save``-able (tensors, arrays, dicts, numbers...).
+    (if given) and the code that computes the value: :func:`code_fingerprint` of ``code`` (the
+    modules or functions ``compute`` calls, followed through their imports), or, when ``code``
+    is ``None``, :func:`core_fingerprint` (any change to the core). ``refresh=True`` recomputes
+    and overwrites. The value must be ``torch.save``-able (tensors, arrays, dicts, numbers...).
     """
     key = stable_hash({
-        "name": name, "params": params, "core": core_fingerprint(),
+        "name": name, "params": params,
+        "core": core_fingerprint() if code is None else code_fingerprint(*code),
         "model": state_hash(model) if model is not None else None,
     })
     path = cache_dir() / "results" / f"{name}-{key[:20]}.pt"
@@ -129,11 +206,16 @@ class Claim:
 
 
 def claims_table(claims: list[Claim]):
-    """A pandas DataFrame of claims with a ✓/✗ column, for display in a notebook."""
+    """The claims as a table with a ✓/✗ column, for display in a notebook.
+
+    A pandas ``Styler`` (its ``.data`` is the DataFrame): whole sentences, left-aligned, no
+    index — a plain DataFrame would cut every cell at pandas' ``display.max_colwidth``.
+    """
     import pandas as pd
 
-    return pd.DataFrame([
+    frame = pd.DataFrame([
         {"claim": c.claim, "paper": c.paper, "ours": c.ours, "criterion": c.criterion,
          "replicated": "✓ yes" if c.replicated else "✗ no"}
         for c in claims
     ])
+    return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})

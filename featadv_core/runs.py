@@ -20,7 +20,7 @@ from .features import extract
 from .metrics import flatten
 from .repro import cached
 
-__all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "predict", "run_attack"]
+__all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "predict", "run_attack"]
 
 ATTACKS = {
     "feature_opt": attacks.feature_opt,
@@ -70,6 +70,15 @@ def batched_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[s
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
+def cached_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str], *,
+                    progress: bool = True) -> dict[str, torch.Tensor]:
+    """:func:`batched_features`, cached on disk (for the big sets: a dataset's training images)."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    return cached("features", {"layers": names, "images": tensor_hash(x)},
+                  lambda: batched_features(model, x, names, progress=progress), model=model,
+                  code=(batched_features,))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     """Predicted labels (argmax of the logits) of ``x``, on the CPU."""
@@ -102,4 +111,4 @@ def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.
         return compute()
     params = {"attack": attack, "options": options, "batch_size": batch_size,
               "x_src": tensor_hash(x_src), "other": tensor_hash(other)}
-    return cached(attack, params, compute, model=model)
+    return cached(attack, params, compute, model=model, code=(fn, run_attack))

@@ -76,7 +76,12 @@ def test_feature_linear_properties(n, dtype, eps, solver, seed):
 
 
 def test_linear_problem_on_a_linear_layer_equals_feature_opt():
-    """Up to the first layer the network *is* linear: both attacks solve the same problem."""
+    """Up to the first layer the network *is* linear: both attacks solve the same problem.
+
+    They reach the same objective; the iterates agree to a fraction of a grey level (float32
+    rounding differs between jvp/vjp and autograd, and a few pixels lie along directions in
+    which this convex problem is nearly flat, so they drift by ~1e-4 without changing it).
+    """
     from featadv_core.attacks import feature_opt
 
     torch.manual_seed(0)
@@ -85,7 +90,9 @@ def test_linear_problem_on_a_linear_layer_equals_feature_opt():
     kw = dict(layer="conv1", eps=0.05, steps=15, progress=False)
     a = feature_linear(model, x_src, x_guide, **kw)
     b = feature_opt(model, x_src, x_guide, **kw)
-    assert torch.allclose(a, b, atol=1e-4)
+    fa, fb = (_linear_objective(model, x_src, x_guide, z, "conv1") for z in (a, b))
+    assert torch.allclose(fa, fb, rtol=1e-5)
+    assert (a - b).abs().max() < 1e-3 and (a - b).abs().mean() < 1e-5
 
 
 @pytest.mark.parametrize("kwargs, match", [

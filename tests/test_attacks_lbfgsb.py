@@ -183,3 +183,110 @@ def test_property_within_bounds_and_near_optimal(B, n, seed, dtype):
     ref = _reference(A, b, lo, hi).to(dtype)
     f_ref, _ = vg(ref.clamp(-0.5, 0.5), torch.arange(B))
     assert bool((f - f_ref <= 1e-4 * (1 + f_ref.abs())).all())
+
+
+# --------------------------------------------------------------------------- L-BFGS-B internals
+
+def _memory(n=7, m=3, seed=0):
+    """Two pairs' L-BFGS memories in float64: pair 0 full with slots out of time order, pair 1
+    with one empty slot; ``y = A s`` with ``A`` SPD so every ``sᵀy > 0``. Also returns the
+    dense L-BFGS Hessians built by the BFGS recursion from ``θI`` in time order."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(seed)
+    stamps = torch.tensor([[5, 3, 4], [2, -1, 1]])
+    W = torch.zeros(2, 2 * m, n, dtype=torch.float64)
+    dense = []
+    for b in range(2):
+        Q = torch.randn(n, n, generator=g, dtype=torch.float64)
+        A = Q @ Q.T + n * torch.eye(n, dtype=torch.float64)
+        for j in range(m):
+            if stamps[b, j] >= 0:
+                s = torch.randn(n, generator=g, dtype=torch.float64)
+                W[b, j], W[b, m + j] = s, A @ s
+        order = [j for j in sorted(range(m), key=lambda j: int(stamps[b, j])) if stamps[b, j] >= 0]
+        s_new, y_new = W[b, order[-1]], W[b, m + order[-1]]
+        B = (y_new @ y_new) / (s_new @ y_new) * torch.eye(n, dtype=torch.float64)
+        for j in order:
+            s, y = W[b, j], W[b, m + j]
+            Bs = B @ s
+            B = B - torch.outer(Bs, Bs) / (s @ Bs) + torch.outer(y, y) / (y @ s)
+        dense.append(B)
+    S, Y = W[:, :m], W[:, m:]
+    st = SimpleNamespace(W=W, stamp=stamps, SS=S @ S.transpose(1, 2), SY=S @ Y.transpose(1, 2),
+                         YY=Y @ Y.transpose(1, 2))
+    return st, torch.stack(dense)
+
+
+def test_compact_hessian_equals_bfgs_recursion():
+    from featadv_core.attacks.lbfgsb import _compact
+
+    st, dense = _memory()
+    B = _compact(st, 3)
+    compact = B.theta[:, None, None] * torch.eye(7, dtype=torch.float64) \
+        - B.W.transpose(1, 2) @ B.M @ B.W
+    assert torch.allclose(compact, dense, atol=1e-8 * dense.abs().max())
+
+
+def _cauchy_reference(x, g, lo, hi, B):
+    """Algorithm CP walked breakpoint by breakpoint with the dense Hessian ``B`` (one pair)."""
+    t = torch.where(g < 0, (x - hi) / g, torch.where(g > 0, (x - lo) / g, torch.full_like(x, float("inf"))))
+    d = torch.where(t > 0, -g, torch.zeros_like(g))
+    z, t_old = x.clone(), 0.0
+    for tb in sorted(set(t[(t > 0) & torch.isfinite(t)].tolist())) + [float("inf")]:
+        if not bool(d.any()):                               # every variable at a bound
+            return z
+        slope = (g + B @ (z - x)) @ d
+        curv = d @ B @ d
+        step = -slope / curv if curv > 0 else float("inf")
+        if step < tb - t_old:
+            return z + max(step, 0.0) * d
+        z = z + (tb - t_old) * d
+        hit = t == tb
+        z[hit] = torch.where(g[hit] < 0, hi[hit], lo[hit])
+        d[hit] = 0.0
+        t_old = tb
+    return z
+
+
+@pytest.mark.parametrize("prefix", [64, 2])
+@pytest.mark.parametrize("scale", [0.5, 4.0, 40.0])  # stops before / among / after the breakpoints
+def test_cauchy_point_matches_sequential_walk(prefix, scale):
+    """The vectorised walk (and its prefix shortcut, forced by ``prefix=2``) is Algorithm CP."""
+    from featadv_core.attacks.lbfgsb import _cauchy_point, _compact
+
+    st, dense = _memory()
+    B = _compact(st, 3)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 7, generator=g, dtype=torch.float64)
+    lo, hi = x - 0.3 * torch.rand(2, 7, generator=g, dtype=torch.float64), x + 0.05
+    lo[0, 0] = x[0, 0]                                      # a variable at its lower bound
+    grad = scale * torch.randn(2, 7, generator=g, dtype=torch.float64)
+    grad[0, 0] = abs(grad[0, 0])                            # ... pushed outwards: fixed at t = 0
+    xc, c, free = _cauchy_point(x, grad, lo, hi, B, prefix=prefix)
+    for b in range(2):
+        ref = _cauchy_reference(x[b], grad[b], lo[b], hi[b], dense[b])
+        assert torch.allclose(xc[b], ref, atol=1e-9), (b, xc[b], ref)
+    assert torch.allclose(c, (B.W @ (xc - x).unsqueeze(2)).squeeze(2), atol=1e-9)
+    assert torch.equal(free, (xc > lo) & (xc < hi)) and not free[0, 0]
+
+
+def test_subspace_step_minimises_the_model_on_the_free_variables():
+    from featadv_core.attacks.lbfgsb import _compact, _subspace_step
+
+    st, dense = _memory()
+    B = _compact(st, 3)
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 7, generator=g, dtype=torch.float64)
+    grad = torch.randn(2, 7, generator=g, dtype=torch.float64)
+    free = torch.tensor([[True, False, True, True, False, True, True]] * 2)
+    lo, hi = x - 100.0, x + 100.0                           # wide: the projection never binds
+    xc = x + 0.01 * torch.randn(2, 7, generator=g, dtype=torch.float64)
+    c = (B.W @ (xc - x).unsqueeze(2)).squeeze(2)
+    xbar = _subspace_step(x, grad, lo, hi, xc, c, free, B)
+    for b in range(2):
+        F = free[b]
+        r = (grad[b] + dense[b] @ (xc[b] - x[b]))[F]
+        expected = xc[b].clone()
+        expected[F] += -torch.linalg.solve(dense[b][F][:, F], r)
+        assert torch.allclose(xbar[b], expected, atol=1e-8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from featadv_core import repro
@@ -68,4 +69,58 @@ def test_state_hash_changes_with_weights(tiny_lenet):
 def test_claims_table():
     rate = 0.93
     table = repro.claims_table([repro.Claim("guide label", "95%", f"{rate:.0%}", rate >= 0.9, "≥ 90%")])
-    assert table.loc[0, "replicated"] == "✓ yes" and table.loc[0, "ours"] == "93%"
+    assert table.data.loc[0, "replicated"] == "✓ yes" and table.data.loc[0, "ours"] == "93%"
+    long = "a claim longer than pandas' default column width of fifty characters, kept whole"
+    assert long in repro.claims_table([repro.Claim(long, "x", "y", False)]).to_html()
+
+
+def _fake_package(root):
+    """A package named like the core, with a small import graph: a → b (relative), c alone."""
+    pkg = root / repro._PACKAGE
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "a.py").write_text("from . import b\nfrom ..c import thing as _unused\n")
+    (pkg / "sub" / "b.py").write_text("import numpy\nX = 1\n")
+    (pkg / "c.py").write_text("thing = 2\n")
+    (pkg / "d.py").write_text("Y = 3\n")
+    return pkg
+
+
+def test_code_fingerprint_follows_imports_only(tmp_path, monkeypatch):
+    pkg = _fake_package(tmp_path)
+    monkeypatch.setattr(repro, "_PACKAGE_DIR", pkg)
+    name = f"{repro._PACKAGE}.sub.a"
+    before = repro.code_fingerprint(name)
+    assert before == repro.code_fingerprint(name)
+    (pkg / "d.py").write_text("Y = 4\n")  # not imported by a: same key
+    assert repro.code_fingerprint(name) == before
+    (pkg / "sub" / "b.py").write_text("import numpy\nX = 2\n")  # imported (relative): new key
+    after_b = repro.code_fingerprint(name)
+    assert after_b != before
+    (pkg / "c.py").write_text("thing = 3\n")  # imported via ``from ..c import``: new key
+    assert repro.code_fingerprint(name) != after_b
+
+
+def test_code_fingerprint_accepts_functions_and_rejects_builtins():
+    from featadv_core.attacks import feature_opt, lbfgsb
+
+    assert repro.code_fingerprint(feature_opt) == repro.code_fingerprint("featadv_core.attacks.feature_opt")
+    assert repro.code_fingerprint(lbfgsb) != repro.code_fingerprint(feature_opt)
+    here = repro.code_fingerprint(_fake_package)  # outside the core: this test file's source
+    assert here == repro.code_fingerprint(test_claims_table) != repro.code_fingerprint(feature_opt)
+    with pytest.raises(ValueError, match="no source file"):
+        repro.code_fingerprint(len)
+
+
+def test_cache_with_code_ignores_unrelated_core_changes(monkeypatch):
+    from featadv_core import features
+
+    calls = []
+    repro.cached("k", {}, lambda: calls.append(1), code=(features,))
+    monkeypatch.setattr(repro, "_CORE_FINGERPRINT", "changed-code")  # elsewhere in the core
+    repro.cached("k", {}, lambda: calls.append(1), code=(features,))
+    assert len(calls) == 1
+    monkeypatch.setattr(repro, "code_fingerprint", lambda *m: "features-changed")
+    repro.cached("k", {}, lambda: calls.append(1), code=(features,))
+    assert len(calls) == 2

@@ -59,7 +59,7 @@ ZOO: dict[str, OwnSpec | TorchvisionSpec] = {
     "lenet-fashion": OwnSpec("lenet", "fashion_mnist", TrainConfig(epochs=8, lr=0.05, batch_size=64),
                              "Caffe LeNet on Fashion-MNIST"),
     "caffenet-cifar10": OwnSpec("caffenet_cifar", "cifar10",
-                                TrainConfig(epochs=30, lr=0.05, crop_pad=4, flip=True),
+                                TrainConfig(epochs=60, lr=0.05, crop_pad=4, flip=True),
                                 "CaffeNet-shaped CNN (LRN, grouped convs, fc6/fc7) on CIFAR-10"),
     "allconv-cifar10": OwnSpec("allconv_cifar", "cifar10",
                                TrainConfig(epochs=20, lr=0.1, crop_pad=4, flip=True),
