@@ -1,7 +1,7 @@
 """Benchmark: solvers for feature adversaries (Sabour et al. 2016, Eq. 1–2) on the same pairs.
 
 Runs ``feature_opt`` with ``solver="scipy"`` (the paper's per-pair L-BFGS-B), ``"lbfgsb"``
-(our batched projected L-BFGS) and ``"pgd"`` (projected Adam), plus — as the outside peer —
+(our batched L-BFGS-B) and ``"pgd"`` (projected Adam), plus — as the outside peer —
 the Adversarial Robustness Toolbox's ``FeatureAdversariesPyTorch`` (its default sign-gradient
 PGD, step ``2.5·eps/steps``, same layer, delta and iteration budget), on N source/guide pairs of
 the CIFAR-10 test split with different labels, and prints a markdown table.
@@ -190,7 +190,7 @@ def main(argv=None) -> None:
 
     base = next((r for r in rows if r[0] == "scipy"), None)
     names = {"scipy": "feature_opt, solver=\"scipy\" (paper: per-pair L-BFGS-B)",
-             "lbfgsb": "feature_opt, solver=\"lbfgsb\" (batched projected L-BFGS)",
+             "lbfgsb": "feature_opt, solver=\"lbfgsb\" (batched L-BFGS-B)",
              "pgd": "feature_opt, solver=\"pgd\" (projected Adam)",
              "art": "ART FeatureAdversariesPyTorch (PGD)"}
     print()

@@ -104,8 +104,8 @@ def code_fingerprint(*modules: Any) -> str:
     ``modules`` are module objects, functions or classes (their defining module) or dotted
     names inside ``featadv_core``. Inside the core the import graph is followed transitively
     (parsed, not executed), so a cached result is invalidated by a change to any code it can
-    run — and by nothing else: editing a plotting helper leaves every attack result valid.
-    Code outside the core (a notebook's helper module, a test's stand-in) counts by its own
+    run — and by nothing else: editing a plotting helper, a docstring or a comment leaves
+    every attack result valid (:func:`_code_only`). Code outside the core (a notebook's helper module, a test's stand-in) counts by its own
     source file only; objects without a source file are a ``ValueError``.
     """
     import inspect
@@ -130,8 +130,30 @@ def code_fingerprint(*modules: Any) -> str:
     digest = hashlib.sha256()
     for name, file in sorted(seen.items()) + sorted(outside.items()):
         digest.update(name.encode())
-        digest.update(file.read_bytes())
+        digest.update(_code_only(file).encode())
     return digest.hexdigest()
+
+
+def _code_only(file: Path) -> str:
+    """The module's syntax tree without docstrings (comments are not in it): what it computes.
+
+    Rewording documentation then leaves cached results valid; any change to the code does not.
+    Falls back to the raw text for files that are not valid Python.
+    """
+    import ast
+
+    text = file.read_text()
+    try:
+        tree = ast.parse(text, filename=str(file))
+    except SyntaxError:
+        return text
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def core_fingerprint() -> str:

@@ -124,3 +124,15 @@ def test_cache_with_code_ignores_unrelated_core_changes(monkeypatch):
     monkeypatch.setattr(repro, "code_fingerprint", lambda *m: "features-changed")
     repro.cached("k", {}, lambda: calls.append(1), code=(features,))
     assert len(calls) == 2
+
+
+def test_code_fingerprint_ignores_docstrings_and_comments(tmp_path, monkeypatch):
+    pkg = _fake_package(tmp_path)
+    monkeypatch.setattr(repro, "_PACKAGE_DIR", pkg)
+    name = f"{repro._PACKAGE}.c"
+    (pkg / "c.py").write_text('"""Doc."""\ndef f():\n    """Old words."""\n    return 2  # two\n')
+    before = repro.code_fingerprint(name)
+    (pkg / "c.py").write_text('"""New doc."""\ndef f():\n    """New words."""\n    return 2  # 2\n')
+    assert repro.code_fingerprint(name) == before
+    (pkg / "c.py").write_text('"""New doc."""\ndef f():\n    """New words."""\n    return 3\n')
+    assert repro.code_fingerprint(name) != before

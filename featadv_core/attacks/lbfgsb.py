@@ -256,8 +256,8 @@ def _update_and_direction(st: _State, m: int, clock: int, need: torch.Tensor, up
     ``d = x̄ − x`` with ``x̄`` L-BFGS-B's: the generalized Cauchy point (:func:`_cauchy_point`),
     then subspace minimisation over its free variables (:func:`_subspace_step`; skipped without
     memory, as L-BFGS-B does). One batched product ``[S Y]ᵀ [s y]`` with the old memory gives the
-    new entries of ``SᵀS``, ``SᵀY`` and ``YᵀY``. A pair in ``need`` whose direction is numerically not one
-    of descent drops its memory and takes the projected steepest-descent step instead.
+    new entries of ``SᵀS``, ``SᵀY`` and ``YᵀY``. A pair in ``need`` whose direction is
+    numerically not one of descent drops its memory and takes projected steepest descent.
     """
     if bool(upd.any()):
         rows = upd.nonzero().squeeze(1)

@@ -6,8 +6,9 @@ All solve ``B`` independent problems ``min f_b(x_b)`` s.t. ``lo_b ≤ x_b ≤ hi
 * ``"scipy"`` — the paper's method (Sabour et al. 2016, §3: "we use l-BFGS-b, with the inequality
   (2) expressed as a box constraint"): :func:`scipy.optimize.minimize` with ``L-BFGS-B``, one
   pair at a time, float64 on scipy's side, exact gradients. The faithful, slow reference.
-* ``"lbfgsb"`` — :func:`.lbfgsb.minimize_box`: a batched projected L-BFGS on the input's device,
-  all pairs at once, converged pairs dropped.
+* ``"lbfgsb"`` — :func:`.lbfgsb.minimize_box`: L-BFGS-B's algorithm (Cauchy point, subspace
+  minimisation, line search) batched on the input's device, all pairs at once, converged
+  pairs dropped.
 * ``"pgd"`` — projected Adam with a cosine-decayed step proportional to the box radius,
   projection after every step, best iterate kept: the cheap first-order baseline.
 """
