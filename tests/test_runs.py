@@ -49,3 +49,21 @@ def test_tensor_hash():
     x = torch.rand(3, 4)
     assert runs.tensor_hash(x) == runs.tensor_hash(x.clone())
     assert runs.tensor_hash(x) != runs.tensor_hash(x.double())
+
+
+def test_cached_features_computes_once(tiny_lenet, monkeypatch):
+    calls = []
+    real = runs.batched_features
+
+    def spy(model, x, layers, **kw):
+        calls.append(tuple(layers))
+        return real(model, x, layers, **kw)
+
+    monkeypatch.setattr(runs, "batched_features", spy)
+    x = torch.rand(6, 1, 28, 28)
+    a = runs.cached_features(tiny_lenet, x, "ip1", progress=False)
+    b = runs.cached_features(tiny_lenet, x, ["ip1"], progress=False)
+    assert calls == [("ip1",)] and torch.equal(a["ip1"], b["ip1"])
+    assert torch.allclose(a["ip1"], real(tiny_lenet, x, "ip1")["ip1"])
+    runs.cached_features(tiny_lenet, x[:5], "ip1", progress=False)
+    assert len(calls) == 2, "other images, other entry"
