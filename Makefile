@@ -7,7 +7,7 @@ SMOKE_DIR := _build/smoke
 CELL_TIMEOUT ?= 1200
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
 
-.PHONY: book test unit smoke setup clean
+.PHONY: book test unit smoke setup clean models paper
 
 setup: $(STAMP)
 
@@ -17,9 +17,22 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Claims records of this build go to _build/claims (the dashboard page collects them).
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build .
+	FEATADV_CLAIMS_DIR=$(CURDIR)/_build/claims $(VENV)/bin/jupyter-book build .
 	@echo "book: open _build/html/index.html"
+
+# Retrain the zoo's own models whose shipped checkpoint is stale (FORCE=1: all of them; IDS=...: these).
+models: $(STAMP)
+	$(PY) -m featadv_core.models.retrain $(if $(FORCE),--all) $(IDS)
+
+# One notebook at the paper's scale: its <notebook>.paper.yaml preset (papermill -f), optionally
+# on a device: make paper NB=book/01_sabour2016/label_stats.ipynb DEVICE=cuda
+paper: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make paper NB=book/<chapter>/<notebook>.ipynb [DEVICE=cuda]"; exit 2; }
+	mkdir -p _build/paper
+	$(VENV)/bin/papermill "$(NB)" "_build/paper/$(notdir $(NB))" -f "$(NB:.ipynb=.paper.yaml)" $(if $(DEVICE),-p device $(DEVICE))
+	@echo "paper-scale run: _build/paper/$(notdir $(NB))"
 
 test: unit smoke
 
@@ -33,7 +46,7 @@ smoke: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
 	  $(VENV)/bin/papermill --prepare-only -p smoke True "$$nb" "$(SMOKE_DIR)/$$(basename $$(dirname $$nb))__$$(basename $$nb)" || exit 1; \
 	done
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	FEATADV_CLAIMS_DIR=$(CURDIR)/$(SMOKE_DIR)/claims $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=$(CELL_TIMEOUT) $(SMOKE_DIR)
 
 clean:

@@ -28,6 +28,7 @@ __all__ = [
     "cache_dir",
     "class_names",
     "data_source",
+    "describe_source",
     "load",
     "load_image_folder",
     "stratified_indices",
@@ -57,7 +58,7 @@ DATASETS: dict[str, _Spec] = {
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
     "cifar10": _Spec(
-        "cifar10_subset.npz",
+        "cifar10.npz",
         "CIFAR10",
         ("airplane", "automobile", "bird", "cat", "deer",
          "dog", "frog", "horse", "ship", "truck"),
@@ -140,6 +141,23 @@ def data_source(name: str) -> str:
     return "torchvision"
 
 
+def describe_source(name: str) -> str:
+    """In words, where ``load(name, ...)`` reads from and how that differs from the original."""
+    spec = _check_name(name)
+    folder = _offline_dir()
+    if folder is None:
+        return f"torchvision's {spec.torchvision} (the original files)"
+    path = _verified_file(folder, spec.npz)
+    with np.load(path) as archive:
+        exact = {s: int(archive[f"exact_{s}"].sum()) for s in SPLITS if f"exact_{s}" in archive}
+        sizes = {s: len(archive[f"y_{s}"]) for s in SPLITS}
+    text = f"offline copy {path.name} ({sizes['train']:,} train / {sizes['test']:,} test"
+    if exact:
+        text += (f"; JPEG-decoded except {exact['train']:,} train / {exact['test']:,} test images"
+                 " with the original pixels")
+    return text + ")"
+
+
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``N×H×W`` or ``N×H×W×C`` → float32 ``N×C×H×W`` in [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(images))
@@ -147,13 +165,17 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.contiguous().float().div_(255.0)
 
 
-def _load_offline(folder: Path, spec: _Spec, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_offline(folder: Path, spec: _Spec, split: str, exact_only: bool) -> tuple[np.ndarray, np.ndarray]:
     path = _verified_file(folder, spec.npz)
     with np.load(path) as archive:
         key = f"x_{split}"
         if key not in archive:
             raise DataUnavailableError(f"{path} holds no {split!r} split (keys: {sorted(archive)})")
-        return archive[key], archive[f"y_{split}"]
+        images, labels = archive[key], archive[f"y_{split}"]
+        if exact_only and f"exact_{split}" in archive:  # a lossy copy marks its exact images
+            keep = archive[f"exact_{split}"].astype(bool)
+            images, labels = images[keep], labels[keep]
+        return images, labels
 
 
 def _load_torchvision(spec: _Spec, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -204,17 +226,23 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def load(name: str, split: str, *, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def load(name: str, split: str, *, n: int | None = None, seed: int = 0,
+         exact_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Load ``split`` ("train"/"test") of dataset ``name``.
 
     Returns ``x`` float32 N×C×H×W in [0, 1] and ``y`` int64 of shape N. With ``n``, a
-    stratified subset of ``n`` items chosen deterministically from ``seed``.
+    stratified subset of ``n`` items chosen deterministically from ``seed``. With
+    ``exact_only``, only images whose pixels are the original dataset's: the offline CIFAR-10
+    copy is JPEG-decoded except 4,660 train / 846 test images (its ``exact_*`` masks), so a
+    check that must not depend on JPEG artefacts asks for those; every other source is exact
+    throughout and the flag changes nothing there.
     """
     spec = _check_name(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     folder = _offline_dir()
-    images, labels = _load_offline(folder, spec, split) if folder else _load_torchvision(spec, split)
+    images, labels = (_load_offline(folder, spec, split, exact_only) if folder
+                      else _load_torchvision(spec, split))
     labels = np.asarray(labels).astype(np.int64)
     if n is not None:
         idx = stratified_indices(labels, n, seed)

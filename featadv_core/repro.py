@@ -1,4 +1,4 @@
-"""Reproducibility: seeding, an on-disk result cache, and claims tables.
+"""Reproducibility: seeding, an on-disk result cache, and claims tables (from :mod:`.claims`).
 
 The cache (DESIGN.md §3) keys every entry by its parameters, the checkpoint hash of the model
 involved and a fingerprint of the source code that computes it, so a code change or a retrained model
@@ -12,7 +12,6 @@ import os
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .claims import Claim, claims_table
 from .data import cache_dir
 
 __all__ = [
@@ -210,34 +210,3 @@ def cached(name: str, params: dict, compute: Callable[[], Any], *, model: nn.Mod
     value = compute()
     atomic_save(value, path)
     return value
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim of a paper set beside our measurement.
-
-    ``replicated`` must be computed from ``ours`` in the notebook (e.g. ``ours >= 0.9``), never
-    typed; ``criterion`` says in words what was tested.
-    """
-
-    claim: str
-    paper: str
-    ours: str
-    replicated: bool
-    criterion: str = ""
-
-
-def claims_table(claims: list[Claim]):
-    """The claims as a table with a ✓/✗ column, for display in a notebook.
-
-    A pandas ``Styler`` (its ``.data`` is the DataFrame): whole sentences, left-aligned, no
-    index — a plain DataFrame would cut every cell at pandas' ``display.max_colwidth``.
-    """
-    import pandas as pd
-
-    frame = pd.DataFrame([
-        {"claim": c.claim, "paper": c.paper, "ours": c.ours, "criterion": c.criterion,
-         "replicated": "✓ yes" if c.replicated else "✗ no"}
-        for c in claims
-    ])
-    return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})

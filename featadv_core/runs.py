@@ -3,12 +3,15 @@
 Notebooks describe *what* to run (model, data, pairs, attack options); this module runs it in
 chunks that fit the device, shows progress, and caches results on disk
 (:func:`featadv_core.repro.cached`, keyed by the options, the input images' hash, the model's
-checkpoint hash and the core's source), so a rebuild or a figure tweak never recomputes.
+checkpoint hash and the code that computes them), so a rebuild or a figure tweak never
+recomputes. Long runs cache **each chunk** on its own (:func:`cached_chunks`): a run killed
+halfway resumes at the first unfinished chunk, and since every entry is written atomically, a
+kill never leaves a half-written entry that a rerun could read.
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -17,10 +20,11 @@ from tqdm.auto import tqdm
 
 from . import attacks, data
 from .features import extract
-from .metrics import flatten
+from .metrics.distances import flatten
 from .repro import cached
 
-__all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "predict", "run_attack"]
+__all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
+           "run_attack"]
 
 ATTACKS = {
     "feature_opt": attacks.feature_opt,
@@ -87,28 +91,52 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torc
                       for i in range(0, len(x), batch_size)])
 
 
+def cached_chunks(name: str, params: dict, inputs: Sequence[torch.Tensor], compute: Callable[..., torch.Tensor], *,
+                  batch_size: int, model: nn.Module | None = None, code: Sequence = (), cache: bool = True,
+                  progress: bool = True) -> torch.Tensor:
+    """``torch.cat([compute(*chunk) for chunk in chunks])`` with every chunk cached on its own.
+
+    ``inputs`` are tensors with the same first dimension, cut into row chunks of
+    ``batch_size``; ``compute`` gets one chunk of each and returns a tensor for those rows.
+    A chunk's key is ``name``, ``params``, the hashes of its own input rows, ``model``'s
+    checkpoint hash and :func:`~featadv_core.repro.code_fingerprint` of ``code``: so an
+    interrupted run recomputes only the chunks it had not finished, and a longer run over the
+    same rows reuses the shorter one's chunks. Results come back on the CPU.
+    """
+    n = len(inputs[0])
+    if any(len(t) != n for t in inputs):
+        raise ValueError(f"inputs must have the same length, got {[len(t) for t in inputs]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    starts = range(0, n, batch_size)
+    out = []
+    for i in tqdm(starts, desc=name, disable=not progress or len(starts) == 1, leave=False):
+        chunk = [t[i:i + batch_size] for t in inputs]
+        run = lambda: compute(*chunk).cpu()  # noqa: E731
+        if not cache:
+            out.append(run())
+            continue
+        key = dict(params, chunk=[tensor_hash(t) for t in chunk])
+        out.append(cached(name, key, run, model=model, code=tuple(code)))
+    return torch.cat(out)
+
+
 def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.Tensor, *,
                batch_size: int = 128, cache: bool = True, progress: bool = True, **options) -> torch.Tensor:
-    """Run ``attacks.<attack>(model, x_src, other, **options)`` in chunks, cached on disk.
+    """Run ``attacks.<attack>(model, x_src, other, **options)`` in chunks, each cached on disk.
 
     ``other`` is the guide images (``feature_opt``, ``feature_linear``) or the target labels
-    (``label_opt``). Returns the adversaries on the CPU, in ``x_src``'s order.
+    (``label_opt``). Returns the adversaries on the CPU, in ``x_src``'s order. Killed halfway,
+    a rerun recomputes only the unfinished chunks (:func:`cached_chunks`).
     """
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; valid: {', '.join(ATTACKS)}")
     fn = ATTACKS[attack]
     device = _device_of(model)
 
-    def compute() -> torch.Tensor:
-        chunks = range(0, len(x_src), batch_size)
-        out = []
-        for i in tqdm(chunks, desc=attack, disable=not progress or len(chunks) == 1, leave=False):
-            out.append(fn(model, x_src[i:i + batch_size].to(device), other[i:i + batch_size].to(device),
-                          progress=progress, **options).cpu())
-        return torch.cat(out)
+    def compute(xs: torch.Tensor, other_chunk: torch.Tensor) -> torch.Tensor:
+        return fn(model, xs.to(device), other_chunk.to(device), progress=progress, **options)
 
-    if not cache:
-        return compute()
-    params = {"attack": attack, "options": options, "batch_size": batch_size,
-              "x_src": tensor_hash(x_src), "other": tensor_hash(other)}
-    return cached(attack, params, compute, model=model, code=(fn, run_attack))
+    return cached_chunks(attack, {"attack": attack, "options": options}, [x_src, other], compute,
+                         batch_size=batch_size, model=model, code=(fn, run_attack), cache=cache,
+                         progress=progress)

@@ -44,7 +44,7 @@ def test_load_grey_shapes_range_dtype(fake_dir):
 
 
 def test_load_rgb_is_nchw(fake_dir):
-    arrays = _write_npz(fake_dir, "cifar10_subset.npz", rgb=True)
+    arrays = _write_npz(fake_dir, "cifar10.npz", rgb=True)
     x, _ = data.load("cifar10", "test")
     assert x.shape == (50, 3, 32, 32)
     assert torch.allclose(x[1].permute(1, 2, 0), torch.from_numpy(arrays["x_test"][1]).float() / 255)
@@ -126,12 +126,40 @@ def test_image_folder(tmp_path):
     assert sorted(y2.tolist()) == [0, 1]
 
 
+def test_exact_only_keeps_the_marked_images(fake_dir):
+    arrays = _write_npz(fake_dir, "cifar10.npz", rgb=True, sums=False)
+    exact = np.zeros(50, dtype=bool)
+    exact[[1, 4, 9]] = True
+    np.savez(fake_dir / "cifar10.npz", **arrays, exact_train=exact, exact_test=~exact)
+    x, y = data.load("cifar10", "train", exact_only=True)
+    assert x.shape[0] == 3 and y.tolist() == arrays["y_train"][[1, 4, 9]].tolist()
+    assert torch.equal(x[1].permute(1, 2, 0), torch.from_numpy(arrays["x_train"][4]).float() / 255)
+    assert len(data.load("cifar10", "test", exact_only=True)[1]) == 47
+    assert len(data.load("cifar10", "train")[1]) == 50
+    assert "JPEG-decoded except 3 train / 47 test" in data.describe_source("cifar10")
+
+
+def test_exact_only_is_a_no_op_without_masks(fake_dir):
+    _write_npz(fake_dir, sums=False)
+    assert len(data.load("mnist", "train", exact_only=True)[1]) == 50
+    assert "JPEG" not in data.describe_source("mnist")
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("name,shape,n_train", [
-    ("mnist", (1, 28, 28), 10_000), ("fashion_mnist", (1, 28, 28), 60_000), ("cifar10", (3, 32, 32), 4_660)])
+    ("mnist", (1, 28, 28), 60_000), ("fashion_mnist", (1, 28, 28), 60_000), ("cifar10", (3, 32, 32), 50_000)])
 def test_offline_copy(offline_dir, name, shape, n_train):
     data._VERIFIED.clear()
     x, y = data.load(name, "train")
     assert x.shape == (n_train, *shape) and 0 <= x.min() and x.max() <= 1
     assert set(y.unique().tolist()) == set(range(10))
     assert data.data_source(name).startswith("offline:")
+
+
+@pytest.mark.data
+def test_offline_cifar10_exact_subset(offline_dir):
+    """The full copy's exact images: 4,660 train / 846 test, every class present."""
+    data._VERIFIED.clear()
+    for split, n in (("train", 4_660), ("test", 846)):
+        x, y = data.load("cifar10", split, exact_only=True)
+        assert len(y) == n and set(y.unique().tolist()) == set(range(10))

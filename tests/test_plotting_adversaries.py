@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from featadv_core import plotting, plotting_adversaries as pa
+from featadv_core import plotting
+from featadv_core.plotting import adversaries as pa
 
 
 @pytest.fixture(autouse=True)

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from featadv_core import plotting_curves as pc
+from featadv_core.plotting import curves as pc, tables as pt
+from featadv_core.analysis import statistics as st
 
 
 def test_as_array_accepts_tensors_arrays_lists():
-    assert pc.as_array(torch.tensor([1.0, 2.0])).dtype == np.float64
-    np.testing.assert_array_equal(pc.as_array([1, 2, 3]), [1.0, 2.0, 3.0])
+    assert st.as_array(torch.tensor([1.0, 2.0])).dtype == np.float64
+    np.testing.assert_array_equal(st.as_array([1, 2, 3]), [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="1-d"):
-        pc.as_array(np.zeros((2, 2)))
+        st.as_array(np.zeros((2, 2)))
 
 
 def test_curve_summary_quartiles_and_nan_handling():
@@ -76,43 +77,43 @@ def test_plot_curves_on_given_axis_without_band():
 
 
 def test_describe_known_answer():
-    d = pc.describe([1.0, 2.0, 3.0, 4.0, float("nan")])
+    d = st.describe([1.0, 2.0, 3.0, 4.0, float("nan")])
     assert d["n"] == 4 and d["mean"] == 2.5
     assert d["std"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
     assert d["sem"] == pytest.approx(d["std"] / 2)
     assert d["t"] == pytest.approx(2.5 / d["sem"])
-    assert pc.one_sample_t(torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(d["t"])
+    assert st.one_sample_t(torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(d["t"])
 
 
 def test_describe_edge_cases():
-    assert math.isnan(pc.describe([1.0])["t"]) and pc.describe([1.0])["mean"] == 1.0
-    assert pc.describe([2.0, 2.0])["t"] == math.inf
-    assert pc.describe([-2.0, -2.0])["t"] == -math.inf
-    assert math.isnan(pc.describe([0.0, 0.0])["t"])
-    assert pc.describe([])["n"] == 0
+    assert math.isnan(st.describe([1.0])["t"]) and st.describe([1.0])["mean"] == 1.0
+    assert st.describe([2.0, 2.0])["t"] == math.inf
+    assert st.describe([-2.0, -2.0])["t"] == -math.inf
+    assert math.isnan(st.describe([0.0, 0.0])["t"])
+    assert st.describe([])["n"] == 0
 
 
 def test_one_sample_t_detects_shift():
     rng = np.random.default_rng(0)
-    assert abs(pc.one_sample_t(rng.normal(0.0, 1.0, 400))) < 3
-    assert pc.one_sample_t(rng.normal(0.5, 1.0, 400)) > 3
+    assert abs(st.one_sample_t(rng.normal(0.0, 1.0, 400))) < 3
+    assert st.one_sample_t(rng.normal(0.5, 1.0, 400)) > 3
 
 
 def test_mean_std_table_layout():
     cols = {"ΔS a": {"conv1": [1.0, 3.0], "fc7": [-1.0, -1.0]}, "ΔS b": {"conv1": [0.0, 0.0]}}
-    t = pc.mean_std_table(cols, fmt="{:+.1f}")
+    t = pt.mean_std_table(cols, fmt="{:+.1f}")
     assert list(t.index) == ["conv1", "fc7"] and t.index.name == "layer"
     assert t.loc["conv1", "ΔS a"] == "+2.0 ± 1.4"
     assert t.loc["fc7", "ΔS a"] == "-1.0 ± 0.0"
     assert t.loc["fc7", "ΔS b"] == ""
-    t2 = pc.mean_std_table(cols, rows=["fc7"])
+    t2 = pt.mean_std_table(cols, rows=["fc7"])
     assert list(t2.index) == ["fc7"]
 
 
 def test_difference_table_absolute_and_relative():
     ref = {("fc7", 5): 0.20, ("conv2", 5): 0.50}
     oth = {("fc7", 5): 0.21, ("conv2", 5): 0.60, ("extra", 1): 9.0}
-    t = pc.difference_table(ref, oth, names=("trained", "random"))
+    t = pt.difference_table(ref, oth, names=("trained", "random"))
     assert list(t.columns) == ["trained", "random", "Δ (pp)", "Δ relative (%)"]
     assert t.index.names == ["layer", "δ"]
     assert t.loc[("fc7", 5), "Δ (pp)"] == pytest.approx(1.0)
@@ -120,8 +121,8 @@ def test_difference_table_absolute_and_relative():
     assert t.loc[("conv2", 5), "Δ (pp)"] == pytest.approx(10.0)
     assert t.loc[("conv2", 5), "Δ relative (%)"] == pytest.approx(20.0)
     with pytest.raises(KeyError):
-        pc.difference_table(oth, ref)
-    flat = pc.difference_table({"a": 1.0}, {"a": 2.0})
+        pt.difference_table(oth, ref)
+    flat = pt.difference_table({"a": 1.0}, {"a": 2.0})
     assert flat.index.name == "layer" and flat.loc["a", "Δ relative (%)"] == pytest.approx(100.0)
 
 
@@ -145,6 +146,6 @@ def test_paper_layer_label():
 
 def test_median_matches_curve_summary_for_even_counts():
     vals = torch.tensor([1.0, 2.0, 3.0, 10.0, float("nan")])
-    assert pc.median(vals) == 2.5  # torch.median would give 2.0
-    assert pc.curve_summary({"a": {1: vals}}).loc[0, "q50"] == pc.median(vals)
-    assert math.isnan(pc.median([float("nan")]))
+    assert st.median(vals) == 2.5  # torch.median would give 2.0
+    assert pc.curve_summary({"a": {1: vals}}).loc[0, "q50"] == st.median(vals)
+    assert math.isnan(st.median([float("nan")]))

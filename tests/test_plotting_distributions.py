@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from featadv_core import plotting, plotting_distributions as pd_
+from featadv_core import plotting
+from featadv_core.plotting import distributions as pd_
 
 
 def test_as_array_accepts_tensors_lists_and_arrays():
@@ -89,6 +90,6 @@ def test_import_has_no_side_effects():
     import subprocess
     import sys
 
-    code = ("import matplotlib as mpl; before = dict(mpl.rcParams); import featadv_core.plotting_distributions; "
+    code = ("import matplotlib as mpl; before = dict(mpl.rcParams); import featadv_core.plotting.distributions; "
             "assert dict(mpl.rcParams) == before")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -136,3 +136,50 @@ def test_code_fingerprint_ignores_docstrings_and_comments(tmp_path, monkeypatch)
     assert repro.code_fingerprint(name) == before
     (pkg / "c.py").write_text('"""New doc."""\ndef f():\n    """New words."""\n    return 3\n')
     assert repro.code_fingerprint(name) != before
+
+
+def test_claims_are_recorded_and_judged_current_by_code(tmp_path, monkeypatch):
+    """A record is current only for the notebook code that wrote it (the dashboard's rule)."""
+    import json
+
+    from featadv_core import claims
+
+    root = tmp_path / "proj"
+    (root / "book" / "01_x").mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   "  - file: book/01_x/nb\n  - file: book/01_x/plain\n")
+    cells = ["x = 1", "ok = x > 0", "repro.claims_table([c], notebook='01_x/nb')", "print('after')"]
+    nb = {"cells": [{"cell_type": "code", "source": [s], "metadata": {}, "outputs": []} for s in cells]
+          + [{"cell_type": "markdown", "source": ["text"], "metadata": {}}], "metadata": {}, "nbformat": 4,
+          "nbformat_minor": 5}
+    (root / "book" / "01_x" / "nb.ipynb").write_text(json.dumps(nb))
+    (root / "book" / "01_x" / "plain.ipynb").write_text(json.dumps(dict(nb, cells=nb["cells"][:2])))
+    monkeypatch.setenv("FEATADV_CLAIMS_DIR", str(tmp_path / "records"))
+    assert claims.toc_notebooks(root) == ["01_x/nb", "01_x/plain"]
+    assert claims.find_book_root(root / "book" / "01_x") == root
+
+    _, status = claims.collect(root)
+    assert status.to_dict("records") == [{"notebook": "01_x/nb", "status": "missing", "n_claims": 0}]
+
+    executed = {"hash": None}
+    monkeypatch.setattr(claims, "executed_code_hash", lambda: executed["hash"])
+    claim = claims.Claim("c", "1", "2", np_bool_true(), "crit", "reason")
+    executed["hash"] = claims._hash_cells(cells[:2] + ["repro.claims_table([c], notebook='01_x/nb')\n"])
+    claims.claims_table([claim], notebook="01_x/nb", artifact="Fig. 9")
+    table, status = claims.collect(root)
+    assert status["status"].tolist() == ["current"]
+    assert table.to_dict("records")[0] == {"chapter": "01_x", "notebook": "01_x/nb", "artifact": "Fig. 9",
+                                           "claim": "c", "paper": "1", "ours": "2", "replicated": True,
+                                           "criterion": "crit", "why_not": "reason"}
+    executed["hash"] = claims._hash_cells(["x = 2"] + cells[1:3])   # e.g. papermill injected x = 2
+    claims.claims_table([claim], notebook="01_x/nb")
+    table, status = claims.collect(root)
+    assert status["status"].tolist() == ["stale"] and table.empty
+    with pytest.raises(ValueError):
+        claims.record([claim], notebook="01_x/nb.ipynb")
+
+
+def np_bool_true():
+    import numpy as np
+
+    return np.float64(0.5) < 1.0

@@ -67,3 +67,68 @@ def test_cached_features_computes_once(tiny_lenet, monkeypatch):
     assert torch.allclose(a["ip1"], real(tiny_lenet, x, "ip1")["ip1"])
     runs.cached_features(tiny_lenet, x[:5], "ip1", progress=False)
     assert len(calls) == 2, "other images, other entry"
+
+
+_SLOW_RUN = r'''
+import sys, time, torch
+from featadv_core import runs
+
+def slow(model, xs, other, *, progress=True, log):
+    with open(log, "a") as fh:
+        fh.write(f"{int(xs[0, 0, 0, 0])}\n")   # the first row of the chunk being computed
+    time.sleep(0.4)
+    return xs * 2 + other
+
+runs.ATTACKS["slow"] = slow
+torch.manual_seed(0)
+model = torch.nn.Linear(1, 1)
+x = torch.arange(10.0).view(10, 1, 1, 1)
+out = runs.run_attack("slow", model, x, x, batch_size=2, progress=False, log=sys.argv[2])
+torch.save(out, sys.argv[1])
+'''
+
+
+def test_a_killed_run_resumes_at_the_unfinished_chunks(tmp_path):
+    """SIGKILL in the middle of a chunked cached run; the rerun computes only what is missing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script, log = tmp_path / "slow_run.py", tmp_path / "log"  # one log: it is an attack option, so in the key
+    script.write_text(_SLOW_RUN)
+    env = dict(os.environ, FEATADV_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    results = tmp_path / "cache" / "results"
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "out1.pt"), str(log)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(results.glob("slow-*.pt"))) < 2:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = len(list(results.glob("slow-*.pt")))
+    assert 2 <= done < 5 and not (tmp_path / "out1.pt").exists(), "killed before the end"
+    started = [int(v) for v in log.read_text().split()]
+    log.write_text("")
+    subprocess.run([sys.executable, str(script), str(tmp_path / "out2.pt"), str(log)], env=env, check=True)
+    recomputed = [int(v) for v in log.read_text().split()]
+    assert len(recomputed) == 5 - done, "only the unfinished chunks are computed again"
+    assert sorted(set(started[:done]) | set(recomputed)) == [0, 2, 4, 6, 8]
+    x = torch.arange(10.0).view(10, 1, 1, 1)
+    assert torch.equal(torch.load(tmp_path / "out2.pt"), x * 3)
+    assert all(not p.name.endswith(".tmp") or p.name.startswith(".") for p in results.iterdir())
+
+
+def test_cached_chunks_reuses_chunks_of_a_longer_run(monkeypatch):
+    calls = []
+
+    def double(x):
+        calls.append(len(x))
+        return x * 2
+
+    x = torch.arange(6.0)
+    a = runs.cached_chunks("dbl", {}, [x[:4]], double, batch_size=2, code=(double,), progress=False)
+    b = runs.cached_chunks("dbl", {}, [x], double, batch_size=2, code=(double,), progress=False)
+    assert calls == [2, 2, 2] and torch.equal(b, x * 2) and torch.equal(a, x[:4] * 2)
+    with pytest.raises(ValueError, match="same length"):
+        runs.cached_chunks("dbl", {}, [x, x[:3]], double, batch_size=2)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..metrics import _check_metric, flatten
+from ..metrics.distances import _check_metric, flatten
 from .neighbors import knn
 
 __all__ = ["NeighbourhoodSets", "neighbourhood_sets", "PPCA", "ppca_fit", "ppca_delta_loglik",

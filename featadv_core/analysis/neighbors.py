@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics import _check_metric, _check_nonempty, _knn_blocks, _same_dim, _self_mask, flatten
+from ..metrics.distances import _check_metric, _check_nonempty, _knn_blocks, _same_dim, _self_mask, flatten
 
 __all__ = ["knn", "knn_score", "rank_statistic", "knn_intersection"]
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..metrics import flatten
+from ..metrics.distances import flatten
 from .manifold import DEFAULT_PPCA_COMPONENTS, angular_consistency, neighbourhood_sets, ppca_delta_loglik
 from .neighbors import knn, knn_intersection, rank_statistic
 

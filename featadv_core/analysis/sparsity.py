@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics import _rowwise_pair, flatten
+from ..metrics.distances import _rowwise_pair, flatten
 
 __all__ = ["active_fraction", "sparsity_change", "active_iou"]
 

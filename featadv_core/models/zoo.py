@@ -1,16 +1,31 @@
-"""The model zoo: stable ids → trained, cached, eval-mode models with named layers.
+"""The model zoo: stable ids → trained, eval-mode models with named layers and cards.
 
-Our own models (``lenet-mnist``, ``lenet-fashion``, ``caffenet-cifar10``,
-``allconv-cifar10``) are trained on demand on whatever :func:`featadv_core.data.load` reads
-(offline copy or torchvision download) and cached under
-``FEATADV_CACHE/models/<id>-<key>.pt``, where the key hashes the training recipe, the data's
-identity and the source of the architecture and training code. torchvision's ImageNet models
-(``alexnet``, ``vgg16``, ``vgg19``, ``googlenet``, ``resnet50``) load their pretrained weights.
+Our own models are defined by a :class:`Recipe` (architecture builder, dataset, training
+config, optionally a zoo model to start from and a loss other than cross-entropy). A recipe's
+**key** hashes all of that plus the *code* of the builder, the loss and the training loop
+(:func:`featadv_core.repro.code_fingerprint`: docstrings and comments do not count), and the
+keys of the models it starts from — not the data source, so a checkpoint trained on the
+offline copy serves a user who reads torchvision's originals (its card says which it saw).
+
+:func:`get` looks for a checkpoint in this order:
+
+1. the **shipped** checkpoint ``featadv_core/models/checkpoints/<id>.pt``, if its card's
+   recipe key is the current one (so a fresh clone never retrains);
+2. the user cache ``FEATADV_CACHE/models/<id>-<key>.pt``;
+3. otherwise it trains (file-locked: concurrent processes train once) into the user cache.
+
+``make models`` (:mod:`.retrain`) retrains the stale shipped checkpoints, or all of them.
+Checkpoints store float tensors in half precision (the models are rounded to it right after
+training, so a cached and a shipped model are the same; the card records the accuracy before
+and after rounding). torchvision's ImageNet models (``alexnet``, ``vgg16``, ``vgg19``,
+``googlenet``, ``resnet50``) load their pretrained weights instead.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import fcntl
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,26 +37,41 @@ from torch import nn
 from .. import data
 from ..devices import resolve_device
 from ..features import feature_shapes, layer_names
-from ..repro import atomic_save, source_fingerprint, stable_hash, state_hash
+from ..repro import atomic_save, code_fingerprint, stable_hash, state_hash
 from . import architectures
-from .train import TrainConfig, accuracy, train_classifier
+from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
 
-__all__ = ["OwnSpec", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
-           "model_card", "checkpoint_path"]
+__all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
+           "model_card", "recipe_key", "checkpoint_path", "shipped_path", "train", "SHIPPED_DIR"]
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights cannot be downloaded here; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class OwnSpec:
-    """A model we train ourselves."""
+TrainData = Callable[["Recipe", "nn.Module | None"], "tuple[torch.Tensor, torch.Tensor]"]
 
-    builder: str               # function name in architectures
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one of our own models is made: everything its checkpoint key depends on.
+
+    ``builder`` is a function of :mod:`.architectures` (called with the dataset's
+    normalisation); ``base`` a zoo id whose weights training starts from (fine-tuning);
+    ``loss`` the per-batch loss (:data:`.train.LossFn`; adversarial training passes its own);
+    ``train_data(recipe, base_model)`` the training images and labels (e.g. clean ∪ adversarial
+    images of the base model); ``None`` is the dataset's whole training split.
+    """
+
+    builder: Callable[..., nn.Module]
     dataset: str
     config: TrainConfig
     description: str
+    base: str | None = None
+    loss: LossFn = cross_entropy_loss
+    train_data: TrainData | None = None
 
 
 @dataclass(frozen=True)
@@ -53,17 +83,21 @@ class TorchvisionSpec:
     description: str
 
 
-ZOO: dict[str, OwnSpec | TorchvisionSpec] = {
-    "lenet-mnist": OwnSpec("lenet", "mnist", TrainConfig(epochs=15, lr=0.05, batch_size=64),
-                           "Caffe LeNet on MNIST"),
-    "lenet-fashion": OwnSpec("lenet", "fashion_mnist", TrainConfig(epochs=8, lr=0.05, batch_size=64),
-                             "Caffe LeNet on Fashion-MNIST"),
-    "caffenet-cifar10": OwnSpec("caffenet_cifar", "cifar10",
-                                TrainConfig(epochs=60, lr=0.05, crop_pad=4, flip=True),
-                                "CaffeNet-shaped CNN (LRN, grouped convs, fc6/fc7) on CIFAR-10"),
-    "allconv-cifar10": OwnSpec("allconv_cifar", "cifar10",
-                               TrainConfig(epochs=20, lr=0.1, crop_pad=4, flip=True),
-                               "VGG-style all-convolutional CNN with batch norm on CIFAR-10"),
+_CIFAR = dict(crop_pad=4, flip=True, label_smoothing=0.1, bf16=True, channels_last=True, batch_size=256)
+
+ZOO: dict[str, Recipe | TorchvisionSpec] = {
+    "lenet-mnist": Recipe(architectures.lenet, "mnist",
+                          TrainConfig(epochs=12, lr=0.05, batch_size=64),
+                          "Caffe LeNet on MNIST"),
+    "lenet-fashion": Recipe(architectures.lenet, "fashion_mnist",
+                            TrainConfig(epochs=12, lr=0.05, batch_size=64),
+                            "Caffe LeNet on Fashion-MNIST"),
+    "caffenet-cifar10": Recipe(architectures.caffenet_cifar, "cifar10",
+                               TrainConfig(epochs=30, lr=0.05, **_CIFAR),
+                               "CaffeNet-shaped CNN (LRN, grouped convs, fc6/fc7) on CIFAR-10"),
+    "allconv-cifar10": Recipe(architectures.allconv_cifar, "cifar10",
+                              TrainConfig(epochs=22, lr=0.2, **_CIFAR),
+                              "VGG-style all-convolutional CNN with batch norm on CIFAR-10"),
     "alexnet": TorchvisionSpec("alexnet", "AlexNet_Weights", "torchvision AlexNet, ImageNet"),
     "vgg16": TorchvisionSpec("vgg16", "VGG16_Weights", "torchvision VGG-16, ImageNet"),
     "vgg19": TorchvisionSpec("vgg19", "VGG19_Weights", "torchvision VGG-19, ImageNet"),
@@ -77,7 +111,6 @@ _DATA_NORMALISATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 _IMAGENET_NORMALISATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_CODE = Path(__file__).resolve().parent
 
 
 def available() -> list[str]:
@@ -85,64 +118,153 @@ def available() -> list[str]:
     return list(ZOO)
 
 
-def _spec(model_id: str) -> OwnSpec | TorchvisionSpec:
+def _spec(model_id: str) -> Recipe | TorchvisionSpec:
     if model_id not in ZOO:
         raise ValueError(f"unknown model id {model_id!r}; valid ids: {', '.join(ZOO)}")
     return ZOO[model_id]
 
 
-def _build_own(spec: OwnSpec) -> architectures.NamedLayerNet:
-    mean, std = _DATA_NORMALISATION[spec.dataset]
-    return getattr(architectures, spec.builder)(mean=mean, std=std)
+def _recipe(model_id: str) -> Recipe:
+    spec = _spec(model_id)
+    if not isinstance(spec, Recipe):
+        raise ValueError(f"{model_id!r} is a torchvision model; its weights live in torch's hub cache")
+    return spec
+
+
+def _name(fn: Callable) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def recipe_key(model_id: str) -> str:
+    """SHA-256 of everything that determines ``model_id``'s weights, except the data source.
+
+    Recipe fields, the builder's, loss's, data function's and training loop's code (their
+    modules and what those import inside the core, docstrings excluded), and the base
+    model's key, recursively. The zoo's own module is not part of it: adding a model here
+    retrains nothing else.
+    """
+    recipe = _recipe(model_id)
+    code = [recipe.builder, recipe.loss, train_classifier] + ([recipe.train_data] if recipe.train_data else [])
+    return stable_hash({
+        "builder": _name(recipe.builder), "dataset": recipe.dataset,
+        "config": dataclasses.asdict(recipe.config), "loss": _name(recipe.loss),
+        "train_data": _name(recipe.train_data) if recipe.train_data else None,
+        "base": recipe_key(recipe.base) if recipe.base else None,
+        "code": code_fingerprint(*code),
+    })
 
 
 def checkpoint_path(model_id: str) -> Path:
-    """Where the checkpoint of one of our own models is (or will be) cached."""
-    spec = _spec(model_id)
-    if not isinstance(spec, OwnSpec):
-        raise ValueError(f"{model_id!r} is a torchvision model; its weights live in torch's hub cache")
-    key = stable_hash({
-        "builder": spec.builder, "dataset": spec.dataset, "config": dataclasses.asdict(spec.config),
-        "data": data.data_source(spec.dataset),
-        "code": source_fingerprint(_CODE / "architectures.py", _CODE / "train.py"),
-    })
-    return data.cache_dir() / "models" / f"{model_id}-{key[:16]}.pt"
+    """Where a locally trained checkpoint of ``model_id``'s current recipe is (or will be) cached."""
+    return data.cache_dir() / "models" / f"{model_id}-{recipe_key(model_id)[:16]}.pt"
 
 
-def _train_own(model_id: str, spec: OwnSpec, path: Path, device: torch.device) -> dict:
-    x_train, y_train = data.load(spec.dataset, "train")
-    x_test, y_test = data.load(spec.dataset, "test")
-    model = _build_own(spec).to(device)
+def shipped_path(model_id: str) -> Path:
+    """The checkpoint of ``model_id`` that ships with the project (current or not)."""
+    _recipe(model_id)
+    return SHIPPED_DIR / f"{model_id}.pt"
+
+
+def _build(recipe: Recipe) -> nn.Module:
+    mean, std = _DATA_NORMALISATION[recipe.dataset]
+    return recipe.builder(mean=mean, std=std)
+
+
+def _round_to_half(model: nn.Module) -> None:
+    """Round every float tensor of the state dict to float16 precision, in place (kept as float32).
+
+    Only what a checkpoint stores: non-persistent buffers (e.g. the LRN band) are rebuilt
+    exactly on loading, so they must not be rounded here either.
+    """
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+
+
+def _half_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def train(model_id: str, *, device: str | torch.device = "auto", out: Path | None = None) -> dict:
+    """Train ``model_id`` from its recipe (ignoring every existing checkpoint) and save it.
+
+    Writes ``out`` (default: the user cache, :func:`checkpoint_path`) atomically and returns
+    the card: data source, sizes, config, accuracy before/after the half-precision rounding,
+    time, device and machine, recipe key and checkpoint hash.
+    """
+    recipe = _recipe(model_id)
+    dev = resolve_device(device)
+    base = get(recipe.base, device=dev) if recipe.base else None
+    x_train, y_train = (recipe.train_data(recipe, base) if recipe.train_data
+                        else data.load(recipe.dataset, "train"))
+    x_test, y_test = data.load(recipe.dataset, "test")
+    model = _build(recipe)
+    if base is not None:
+        model.load_state_dict(base.state_dict())
+    model = model.to(dev)
     start = time.perf_counter()
-    train_classifier(model, x_train, y_train, spec.config, desc=f"training {model_id}")
+    train_classifier(model, x_train, y_train, recipe.config, loss_fn=recipe.loss, desc=f"training {model_id}")
     seconds = time.perf_counter() - start
+    acc_fp32 = accuracy(model, x_test, y_test)
     model = model.cpu()
+    _round_to_half(model)
     card = {
-        "id": model_id, "description": spec.description, "architecture": spec.builder,
-        "dataset": spec.dataset, "data_source": data.data_source(spec.dataset),
+        "id": model_id, "description": recipe.description, "architecture": _name(recipe.builder),
+        "dataset": recipe.dataset, "data_source": data.data_source(recipe.dataset),
+        "data_source_description": data.describe_source(recipe.dataset),
+        "base": recipe.base, "loss": _name(recipe.loss),
+        "train_data": _name(recipe.train_data) if recipe.train_data else "training split",
         "train_size": len(x_train), "test_size": len(x_test),
-        "epochs": spec.config.epochs, "train_config": dataclasses.asdict(spec.config),
-        "test_accuracy": accuracy(model.eval(), x_test, y_test),
-        "train_seconds": round(seconds, 1), "train_device": str(device),
-        "checkpoint_hash": state_hash(model),
+        "epochs": recipe.config.epochs, "train_config": dataclasses.asdict(recipe.config),
+        "test_accuracy": accuracy(model, x_test, y_test), "test_accuracy_fp32": acc_fp32,
+        "train_seconds": round(seconds, 1), "train_device": str(dev), "machine": _machine(),
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "recipe_key": recipe_key(model_id), "checkpoint_hash": state_hash(model),
     }
-    atomic_save({"state_dict": model.state_dict(), "card": card}, path)
+    atomic_save({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
     return card
 
 
+def _read(path: Path, recipe: Recipe) -> tuple[nn.Module, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = _build(recipe)
+    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in blob["state_dict"].items()})
+    return model, blob["card"]
+
+
+def _current_shipped(model_id: str, key: str) -> Path | None:
+    path = shipped_path(model_id)
+    if not path.is_file():
+        return None
+    card = torch.load(path, map_location="cpu", weights_only=False)["card"]
+    return path if card.get("recipe_key") == key else None
+
+
 def _load_own(model_id: str, device: torch.device) -> tuple[nn.Module, dict]:
-    spec = _spec(model_id)
-    path = checkpoint_path(model_id)
+    recipe = _recipe(model_id)
+    path = _current_shipped(model_id, recipe_key(model_id)) or checkpoint_path(model_id)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent processes: one trains, the others wait
             if not path.is_file():
-                _train_own(model_id, spec, path, device)
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = _build_own(spec)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), blob["card"]
+                train(model_id, device=device, out=path)
+    model, card = _read(path, recipe)
+    card = dict(card, checkpoint_file=str(path), shipped=path.parent == SHIPPED_DIR)
+    return model.to(device).eval(), card
 
 
 def _torchvision_layer_map(builder: str, net: nn.Module) -> dict[str, str]:
@@ -182,7 +304,7 @@ def _load_torchvision(model_id: str, spec: TorchvisionSpec, device: torch.device
         raise WeightsUnavailableError(
             f"could not download the pretrained weights of {model_id!r} ({weights.url}): "
             f"{type(exc).__name__}: {exc}\nOn a machine without internet, use the zoo's own "
-            f"models ({', '.join(k for k, v in ZOO.items() if isinstance(v, OwnSpec))}) or copy "
+            f"models ({', '.join(k for k, v in ZOO.items() if isinstance(v, Recipe))}) or copy "
             f"the file into torch's hub cache ({torch.hub.get_dir()}/checkpoints)."
         ) from None
     mean, std = _IMAGENET_NORMALISATION
@@ -197,21 +319,19 @@ def _load_torchvision(model_id: str, spec: TorchvisionSpec, device: torch.device
     return model.to(device).eval(), card
 
 
-def _load(model_id: str, device: str | torch.device) -> tuple[nn.Module, dict]:
-    spec = _spec(model_id)
-    dev = resolve_device(device)
-    if isinstance(spec, OwnSpec):
-        return _load_own(model_id, dev)
-    return _load_torchvision(model_id, spec, dev)
-
-
 def get(model_id: str, *, device: str | torch.device = "auto") -> nn.Module:
     """The zoo model ``model_id`` in eval mode on ``device``, taking [0, 1] input.
 
-    Our own models are trained on first use (a few minutes on a CPU) and cached; later calls
-    load the checkpoint. The model carries ``model_id`` and ``card`` attributes.
+    Our own models come from the shipped checkpoint when it matches the current recipe, else
+    from the user cache, else they are trained (minutes on a CPU) and cached. The model
+    carries ``model_id`` and ``card`` attributes.
     """
-    model, card = _load(model_id, device)
+    spec = _spec(model_id)
+    dev = resolve_device(device)
+    if isinstance(spec, Recipe):
+        model, card = _load_own(model_id, dev)
+    else:
+        model, card = _load_torchvision(model_id, spec, dev)
     model.model_id, model.card = model_id, card
     return model
 

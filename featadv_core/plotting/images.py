@@ -1,4 +1,4 @@
-"""Figure helpers: the book's style and image grids. Nothing here runs at import time."""
+"""Image figures: grids of images and difference images. Nothing here runs at import time."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,20 +6,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["apply_style", "image_grid", "to_numpy_image", "difference_image"]
+__all__ = ["image_grid", "to_numpy_image", "difference_image"]
 
-
-def apply_style() -> None:
-    """Set the book's matplotlib style (call once per notebook; importing changes nothing)."""
-    import matplotlib as mpl
-
-    mpl.rcParams.update({
-        "figure.dpi": 110, "savefig.dpi": 150, "figure.figsize": (6.4, 4.0),
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-        "grid.alpha": 0.3, "axes.titlesize": 10, "axes.labelsize": 9,
-        "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8,
-        "legend.frameon": False, "image.interpolation": "nearest",
-    })
 
 
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .plotting import difference_image, to_numpy_image
+from .images import difference_image, to_numpy_image
 
 __all__ = ["adversary_grid", "activation_patterns", "ratio_boxplot", "difference_scale", "perturbation_stats"]
 

@@ -1,33 +1,24 @@
-"""Line plots of per-pair statistics against a parameter, and the tables that summarise them.
+"""Line and bar plots of per-pair statistics against a parameter (Sabour et al. 2016, Fig. 5, §5).
 
-Chapter 1 (Sabour et al. 2016) reports per-pair statistics — distance ratios
-``d(α, g) / d(s, g)``, sparsity changes ΔS, I/U of active units — summarised over many
-source–guide pairs: as curves against the L∞ bound δ (Fig. 5, the random-network table of §5)
-or as ``mean ± std`` cells of a layer × method table (Table 2). This module holds those
-summaries and their rendering:
-
-* :func:`median` — the median of the finite values (the same as :func:`curve_summary`'s);
+* :func:`paper_layer_label` — the paper's short layer names (``conv2`` → ``C2``);
 * :func:`curve_summary` — quartiles (median and band) of per-pair values, per curve and x;
 * :func:`plot_curves` — Fig. 5-style plot: one median line per curve, quartile band shaded;
-* :func:`describe` / :func:`one_sample_t` — mean, std, standard error and t-statistic of a sample;
-* :func:`mean_std_table` — a table of ``"mean ± std"`` strings (Table 2's layout);
-* :func:`difference_table` — two summaries side by side with their difference, absolute
-  (percentage points) and relative;
 * :func:`layer_bars` — grouped bars with error bars, per layer and method.
 
-Everything takes plain mappings of 1-d tensors or arrays; NaN values (e.g. a ratio with a zero
-denominator) are ignored by the summaries and counted out of ``n``. Nothing runs at import time;
-matplotlib and pandas are imported inside the functions.
+Everything takes plain mappings of 1-d tensors or arrays; NaN values are ignored by the
+summaries and counted out of ``n``. Nothing runs at import time; matplotlib and pandas are
+imported inside the functions.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["paper_layer_label", "as_array", "median", "curve_summary", "plot_curves", "describe", "one_sample_t", "mean_std_table",
-           "difference_table", "layer_bars"]
+from ..analysis.statistics import _finite
+
+__all__ = ["paper_layer_label", "curve_summary", "plot_curves", "layer_bars"]
 
 QUARTILES = (0.25, 0.5, 0.75)
 
@@ -43,31 +34,6 @@ def paper_layer_label(layer: str) -> str:
             return short + rest
     return layer
 
-
-
-def as_array(values) -> np.ndarray:
-    """1-d float64 NumPy array of ``values`` (a tensor on any device, an array or a sequence)."""
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().double().numpy()
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"expected a 1-d sequence of per-pair values, got shape {arr.shape}")
-    return arr
-
-
-def _finite(values) -> np.ndarray:
-    arr = as_array(values)
-    return arr[np.isfinite(arr)]
-
-
-def median(values) -> float:
-    """Median of the finite values (NaN if none), the average of the two middle ones for an even
-    count — as :func:`curve_summary`'s ``q50``, unlike ``torch.median``, which returns the lower."""
-    arr = _finite(values)
-    return float(np.median(arr)) if arr.size else math.nan
-
-
-# --------------------------------------------------------------------------- curves
 
 def curve_summary(curves: Mapping[str, Mapping[float, object]], *, q: Sequence[float] = QUARTILES):
     """Quantiles of per-pair values for every curve and x → a tidy pandas DataFrame.
@@ -147,87 +113,6 @@ def plot_curves(summary, *, ax=None, styles: Mapping[str, Mapping] | None = None
     elif legend:
         ax.legend()
     return fig
-
-
-# --------------------------------------------------------------------------- statistics
-
-def describe(values) -> dict[str, float]:
-    """``n``, ``mean``, ``std`` (sample, ddof=1), ``sem`` = std/√n and ``t`` = mean/sem of the finite values.
-
-    ``t`` is the one-sample t-statistic of the hypothesis "mean = 0". With fewer than two values
-    ``std``, ``sem`` and ``t`` are NaN; with zero spread, ``t`` is ±inf (or NaN for a zero mean).
-    """
-    arr = _finite(values)
-    n = int(arr.size)
-    mean = float(arr.mean()) if n else math.nan
-    if n < 2:
-        return {"n": n, "mean": mean, "std": math.nan, "sem": math.nan, "t": math.nan}
-    std = float(arr.std(ddof=1))
-    sem = std / math.sqrt(n)
-    if sem > 0:
-        t = mean / sem
-    else:
-        t = math.nan if mean == 0 else math.copysign(math.inf, mean)
-    return {"n": n, "mean": mean, "std": std, "sem": sem, "t": t}
-
-
-def one_sample_t(values) -> float:
-    """One-sample t-statistic ``mean / (std / √n)`` of the finite values (see :func:`describe`)."""
-    return describe(values)["t"]
-
-
-def mean_std_table(columns: Mapping[str, Mapping[Hashable, object]], *, fmt: str = "{:.2f}",
-                   rows: Sequence[Hashable] | None = None, index_name: str = "layer"):
-    """A DataFrame of ``"mean ± std"`` strings: ``columns[col][row]`` holds per-pair values.
-
-    Row order is ``rows`` (default: the first column's keys); a missing cell is ``""``.
-    ``fmt`` formats both numbers (e.g. ``"{:+.2f}"`` for signed differences).
-    """
-    import pandas as pd
-
-    if rows is None:
-        rows = list(next(iter(columns.values()), {}).keys())
-    table = {}
-    for col, cells in columns.items():
-        out = []
-        for row in rows:
-            if row not in cells:
-                out.append("")
-                continue
-            d = describe(cells[row])
-            std = fmt.format(d["std"]).lstrip("+") if math.isfinite(d["std"]) else "–"
-            out.append(f"{fmt.format(d['mean'])} ± {std}")
-        table[col] = out
-    frame = pd.DataFrame(table, index=list(rows))
-    frame.index.name = index_name
-    return frame
-
-
-def difference_table(reference: Mapping[tuple, float], other: Mapping[tuple, float], *,
-                     names: tuple[str, str] = ("reference", "other"), scale: float = 100.0,
-                     index_names: Sequence[str] = ("layer", "δ"), unit: str = "pp"):
-    """``reference`` and ``other`` side by side with ``other − reference``, absolute and relative.
-
-    Both map the same keys (e.g. ``(layer, δ)``) to one number each (e.g. a median distance
-    ratio). Columns: the two values, ``Δ (<unit>)`` = ``scale · (other − reference)``
-    (percentage points of the ratio with the default ``scale=100``) and ``Δ relative (%)`` =
-    ``100 · (other − reference) / reference``. Keys of ``reference`` missing from ``other`` are
-    a ``KeyError``. The index is a MultiIndex named ``index_names`` when the keys are tuples.
-    """
-    import pandas as pd
-
-    keys = list(reference)
-    missing = [k for k in keys if k not in other]
-    if missing:
-        raise KeyError(f"keys missing from the second mapping: {missing}")
-    ref = np.array([float(reference[k]) for k in keys])
-    oth = np.array([float(other[k]) for k in keys])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = 100.0 * (oth - ref) / ref
-    index = (pd.MultiIndex.from_tuples(keys, names=list(index_names))
-             if keys and isinstance(keys[0], tuple) else pd.Index(keys, name=index_names[0]))
-    return pd.DataFrame({names[0]: ref, names[1]: oth, f"Δ ({unit})": scale * (oth - ref),
-                         "Δ relative (%)": rel}, index=index)
 
 
 def layer_bars(means: Mapping[str, Sequence[float]], errors: Mapping[str, Sequence[float]] | None = None,

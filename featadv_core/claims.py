@@ -1,0 +1,193 @@
+"""Claims: a paper's statements beside our measurements, recorded for the book's dashboard.
+
+Every notebook ends with a claims cell, ``claims_table([Claim(...), ...], notebook=..., artifact=...)``,
+which shows the table and **records** it as JSON in :func:`claims_dir`, together with a hash of
+the code the kernel executed up to that cell (:func:`executed_code_hash`). The dashboard page
+(:func:`collect`) reads the records of every notebook in the table of contents and calls one
+*current* only when that hash equals the hash of the notebook's code cells as they are now
+(:func:`notebook_code_hash`): a record left over from an older version of a notebook, or from
+a run with injected parameters (papermill), is *stale*, and the book's build fails on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Claim", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
+           "notebook_has_claims", "toc_notebooks", "find_book_root", "collect", "CLAIMS_ENV"]
+
+CLAIMS_ENV = "FEATADV_CLAIMS_DIR"
+_CALL = "claims_table("
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a paper set beside our measurement.
+
+    ``replicated`` must be computed from ``ours`` in the notebook (e.g. ``ours >= 0.9``), never
+    typed; ``criterion`` says in words what was tested; ``why_not`` the likely reason when it
+    does not replicate (shown on the dashboard only then).
+    """
+
+    claim: str
+    paper: str
+    ours: str
+    replicated: bool
+    criterion: str = ""
+    why_not: str = ""
+
+
+def claims_table(claims: list[Claim], *, notebook: str | None = None, artifact: str = ""):
+    """The claims as a table with a ✓/✗ column, for display in a notebook; recorded if ``notebook``.
+
+    ``notebook`` is the notebook's path under ``book/`` without suffix (e.g.
+    ``"01_sabour2016/fig3_distances"``), ``artifact`` the paper's figure or table ("Fig. 3").
+    Returns a pandas ``Styler`` (its ``.data`` is the DataFrame): whole sentences, left-aligned,
+    no index — a plain DataFrame would cut every cell at pandas' ``display.max_colwidth``.
+    """
+    import pandas as pd
+
+    claims = list(claims)
+    if notebook is not None:
+        record(claims, notebook=notebook, artifact=artifact)
+    frame = pd.DataFrame([
+        {"claim": c.claim, "paper": c.paper, "ours": c.ours, "criterion": c.criterion,
+         "replicated": "✓ yes" if c.replicated else "✗ no"}
+        for c in claims
+    ])
+    return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})
+
+
+def claims_dir() -> Path:
+    """Where claims records go: ``FEATADV_CLAIMS_DIR``, else ``FEATADV_CACHE/claims``."""
+    value = os.environ.get(CLAIMS_ENV)
+    if value:
+        return Path(value).expanduser()
+    from .data import cache_dir
+
+    return cache_dir() / "claims"
+
+
+def _hash_cells(cells: list[str]) -> str:
+    digest = hashlib.sha256()
+    for cell in cells:
+        digest.update(cell.strip().encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def executed_code_hash() -> str | None:
+    """Hash of the cells this IPython kernel has executed so far (``None`` outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or "In" not in shell.user_ns:
+        return None
+    return _hash_cells([cell for cell in shell.user_ns["In"][1:]])
+
+
+def notebook_code_hash(path: str | os.PathLike) -> str:
+    """Hash of a notebook's code cells up to its (last) claims cell, as :func:`executed_code_hash` sees them."""
+    cells = [c for c in json.loads(Path(path).read_text())["cells"] if c["cell_type"] == "code"]
+    sources = ["".join(c["source"]) for c in cells]
+    last = max((i for i, s in enumerate(sources) if _CALL in s), default=len(sources) - 1)
+    return _hash_cells(sources[:last + 1])
+
+
+def notebook_has_claims(path: str | os.PathLike) -> bool:
+    """Whether a notebook has a claims cell (a code cell calling ``claims_table``)."""
+    cells = json.loads(Path(path).read_text())["cells"]
+    return any(c["cell_type"] == "code" and _CALL in "".join(c["source"]) for c in cells)
+
+
+def _record_path(folder: Path, notebook: str) -> Path:
+    return folder / (notebook.replace("/", "__") + ".json")
+
+
+def record(claims: list[Claim], *, notebook: str, artifact: str = "") -> Path:
+    """Write the claims of ``notebook`` (path under ``book/``, no suffix) atomically as JSON."""
+    if not notebook or notebook.endswith(".ipynb") or notebook.startswith("/"):
+        raise ValueError(f"notebook must be a path under book/ without suffix, got {notebook!r}")
+    folder = claims_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"notebook": notebook, "artifact": artifact, "code_hash": executed_code_hash(),
+            "claims": [dict(asdict(c), replicated=bool(c.replicated)) for c in claims]}
+    path = _record_path(folder, notebook)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(body, fh, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def find_book_root(start: str | os.PathLike | None = None) -> Path:
+    """The project folder: the first of ``start`` (default: the working directory) and its
+    parents that holds ``_toc.yml`` (notebooks run in ``book/<chapter>/`` or a smoke-run copy)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file():
+            return folder
+    raise FileNotFoundError(f"no _toc.yml in {here} or any folder above it")
+
+
+def toc_notebooks(root: str | os.PathLike) -> list[str]:
+    """The notebooks of the table of contents, as paths under ``book/`` without suffix, in order."""
+    import yaml
+
+    root = Path(root)
+    files: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(str(node["file"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load((root / "_toc.yml").read_text()))
+    out = []
+    for file in files:
+        rel = file[:-6] if file.endswith(".ipynb") else file
+        if (root / f"{rel}.ipynb").is_file():
+            out.append(rel.removeprefix("book/"))
+    return out
+
+
+def collect(root: str | os.PathLike, folder: str | os.PathLike | None = None):
+    """Every claim of every notebook in the TOC that has claims → (claims DataFrame, status DataFrame).
+
+    The status frame has one row per such notebook: ``notebook``, ``status`` (``current``,
+    ``stale`` or ``missing``) and ``n_claims``. The claims frame has one row per claim of the
+    notebooks with a current record: chapter, notebook, artifact and the claim's fields.
+    """
+    import pandas as pd
+
+    root, folder = Path(root), Path(folder) if folder else claims_dir()
+    rows, status = [], []
+    for notebook in toc_notebooks(root):
+        path = root / "book" / f"{notebook}.ipynb"
+        if notebook == "claims" or not notebook_has_claims(path):
+            continue
+        rec_path = _record_path(folder, notebook)
+        if not rec_path.is_file():
+            status.append({"notebook": notebook, "status": "missing", "n_claims": 0})
+            continue
+        rec = json.loads(rec_path.read_text())
+        current = rec.get("code_hash") == notebook_code_hash(path)
+        status.append({"notebook": notebook, "status": "current" if current else "stale",
+                       "n_claims": len(rec["claims"])})
+        if current:
+            chapter = notebook.split("/")[0]
+            rows += [dict(chapter=chapter, notebook=notebook, artifact=rec.get("artifact", ""), **c)
+                     for c in rec["claims"]]
+    columns = ["chapter", "notebook", "artifact", "claim", "paper", "ours", "replicated", "criterion", "why_not"]
+    return pd.DataFrame(rows, columns=columns), pd.DataFrame(status, columns=["notebook", "status", "n_claims"])

@@ -1,0 +1,67 @@
+"""``make models``: retrain the zoo's own models and write the checkpoints that ship.
+
+``python -m featadv_core.models.retrain`` retrains every model whose shipped checkpoint is
+missing or was made by another recipe (its key differs), so a checkpoint file changes only
+when its recipe changes; ``--all`` retrains every one from scratch; model ids restrict the set.
+Models that others start from (``Recipe.base``) are handled first.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from . import zoo
+
+__all__ = ["stale", "main"]
+
+
+def stale() -> list[str]:
+    """Our own models whose shipped checkpoint is missing or not of the current recipe."""
+    out = []
+    for model_id, spec in zoo.ZOO.items():
+        if isinstance(spec, zoo.Recipe):
+            path = zoo.shipped_path(model_id)
+            card = torch.load(path, map_location="cpu", weights_only=False)["card"] if path.is_file() else {}
+            if card.get("recipe_key") != zoo.recipe_key(model_id):
+                out.append(model_id)
+    return out
+
+
+def _bases_first(ids: list[str]) -> list[str]:
+    ordered: list[str] = []
+
+    def visit(model_id: str) -> None:
+        base = zoo.ZOO[model_id].base
+        if base and base in ids:
+            visit(base)
+        if model_id not in ordered:
+            ordered.append(model_id)
+
+    for model_id in ids:
+        visit(model_id)
+    return ordered
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ids", nargs="*", help="model ids (default: all of the zoo's own models)")
+    parser.add_argument("--all", action="store_true", help="retrain even current checkpoints")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe)]
+    unknown = [i for i in args.ids if i not in own]
+    if unknown:
+        parser.error(f"unknown model ids {unknown}; the zoo's own models are {', '.join(own)}")
+    ids = args.ids or own
+    todo = ids if args.all else [i for i in stale() if i in ids]
+    if not todo:
+        print("every shipped checkpoint matches its recipe; nothing to do (--all retrains anyway)")
+    for model_id in _bases_first(todo):
+        card = zoo.train(model_id, device=args.device, out=zoo.shipped_path(model_id))
+        print(f"{model_id}: test accuracy {card['test_accuracy']:.2%} (float32 {card['test_accuracy_fp32']:.2%}), "
+              f"{card['train_seconds']:.0f} s on {card['machine']} → {zoo.shipped_path(model_id)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
