@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from . import zoo
 
 __all__ = ["stale", "main"]
@@ -18,14 +16,8 @@ __all__ = ["stale", "main"]
 
 def stale() -> list[str]:
     """Our own models whose shipped checkpoint is missing or not of the current recipe."""
-    out = []
-    for model_id, spec in zoo.ZOO.items():
-        if isinstance(spec, zoo.Recipe):
-            path = zoo.shipped_path(model_id)
-            card = torch.load(path, map_location="cpu", weights_only=False)["card"] if path.is_file() else {}
-            if card.get("recipe_key") != zoo.recipe_key(model_id):
-                out.append(model_id)
-    return out
+    return [model_id for model_id, spec in zoo.ZOO.items()
+            if isinstance(spec, zoo.Recipe) and not zoo.shipped_is_current(model_id)]
 
 
 def _bases_first(ids: list[str]) -> list[str]:

@@ -42,7 +42,8 @@ from . import architectures
 from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
 
 __all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
-           "model_card", "recipe_key", "checkpoint_path", "shipped_path", "train", "SHIPPED_DIR"]
+           "model_card", "recipe_key", "checkpoint_path", "shipped_path", "shipped_is_current", "train",
+           "SHIPPED_DIR"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -245,17 +246,18 @@ def _read(path: Path, recipe: Recipe) -> tuple[nn.Module, dict]:
     return model, blob["card"]
 
 
-def _current_shipped(model_id: str, key: str) -> Path | None:
+def shipped_is_current(model_id: str) -> bool:
+    """Whether ``model_id``'s shipped checkpoint exists and was made by its current recipe."""
     path = shipped_path(model_id)
     if not path.is_file():
-        return None
+        return False
     card = torch.load(path, map_location="cpu", weights_only=False)["card"]
-    return path if card.get("recipe_key") == key else None
+    return card.get("recipe_key") == recipe_key(model_id)
 
 
 def _load_own(model_id: str, device: torch.device) -> tuple[nn.Module, dict]:
     recipe = _recipe(model_id)
-    path = _current_shipped(model_id, recipe_key(model_id)) or checkpoint_path(model_id)
+    path = shipped_path(model_id) if shipped_is_current(model_id) else checkpoint_path(model_id)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_suffix(".lock"), "w") as lock:
