@@ -18,13 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import attacks, data
+from . import attacks, data, metrics
 from .features import extract
 from .metrics.distances import flatten
 from .repro import cached
 
 __all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
-           "run_attack"]
+           "run_attack", "run_attempts", "run_detailed"]
 
 ATTACKS = {
     "feature_opt": attacks.feature_opt,
@@ -91,13 +91,24 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torc
                       for i in range(0, len(x), batch_size)])
 
 
+def _to_cpu(value: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    return {k: v.cpu() for k, v in value.items()} if isinstance(value, dict) else value.cpu()
+
+
+def _concat(parts: list) -> torch.Tensor | dict[str, torch.Tensor]:
+    if parts and isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
 def cached_chunks(name: str, params: dict, inputs: Sequence[torch.Tensor], compute: Callable[..., torch.Tensor], *,
                   batch_size: int, model: nn.Module | None = None, code: Sequence = (), cache: bool = True,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True) -> torch.Tensor | dict[str, torch.Tensor]:
     """``torch.cat([compute(*chunk) for chunk in chunks])`` with every chunk cached on its own.
 
     ``inputs`` are tensors with the same first dimension, cut into row chunks of
-    ``batch_size``; ``compute`` gets one chunk of each and returns a tensor for those rows.
+    ``batch_size``; ``compute`` gets one chunk of each and returns a tensor for those rows, or
+    a dict of tensors (concatenated key by key; rows need not match the input's).
     A chunk's key is ``name``, ``params``, the hashes of its own input rows, ``model``'s
     checkpoint hash and :func:`~featadv_core.repro.code_fingerprint` of ``code``: so an
     interrupted run recomputes only the chunks it had not finished, and a longer run over the
@@ -112,13 +123,13 @@ def cached_chunks(name: str, params: dict, inputs: Sequence[torch.Tensor], compu
     out = []
     for i in tqdm(starts, desc=name, disable=not progress or len(starts) == 1, leave=False):
         chunk = [t[i:i + batch_size] for t in inputs]
-        run = lambda: compute(*chunk).cpu()  # noqa: E731
+        run = lambda: _to_cpu(compute(*chunk))  # noqa: E731
         if not cache:
             out.append(run())
             continue
         key = dict(params, chunk=[tensor_hash(t) for t in chunk])
         out.append(cached(name, key, run, model=model, code=tuple(code)))
-    return torch.cat(out)
+    return _concat(out)
 
 
 def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.Tensor, *,
@@ -140,3 +151,59 @@ def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.
     return cached_chunks(attack, {"attack": attack, "options": options}, [x_src, other], compute,
                          batch_size=batch_size, model=model, code=(fn, run_attack), cache=cache,
                          progress=progress)
+
+
+def _with_pass(out: dict[str, torch.Tensor], origins: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Add ``pass`` (PASS of each successful attempt's uint8 image against its origin; NaN elsewhere) and ``ecc_failed``."""
+    ok = out["success"]
+    scores = torch.full((len(ok),), float("nan"), dtype=torch.float64)
+    failed = torch.zeros(len(ok), dtype=torch.bool)
+    if bool(ok.any()):
+        scores[ok], failed[ok] = metrics.pass_score(out["images"][ok].float() / 255, origins[ok], details=True)
+    return dict(out, **{"pass": scores, "ecc_failed": failed})
+
+
+def run_attempts(model: nn.Module, x: torch.Tensor, x_targets: torch.Tensor, *, layers: Sequence[str],
+                 kinds: Sequence[str] = attacks.KINDS, batch_size: int = 50, cache: bool = True,
+                 progress: bool = True, **options) -> dict[str, torch.Tensor]:
+    """:func:`featadv_core.attacks.all_attempts` on ``x`` in chunks of ``batch_size`` origins, with PASS.
+
+    Each chunk (its attempts and the PASS of every successful one, NaN elsewhere, with the ECC
+    failure flags) is cached on its own (:func:`cached_chunks`); ``origin`` indexes ``x``.
+    ``options`` go to ``all_attempts`` (line-search settings).
+    """
+    device = _device_of(model)
+    index = torch.arange(len(x))
+
+    def compute(xs: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = attacks.all_attempts(model, xs.to(device), x_targets.to(device), layers=layers, kinds=kinds,
+                                   **options)
+        out = _with_pass({k: v.cpu() for k, v in out.items()}, xs.cpu()[out["origin"].cpu()])
+        out["origin"] = idx[out["origin"]]
+        return out
+
+    params = {"targets": tensor_hash(x_targets), "layers": list(layers), "kinds": list(kinds), "options": options}
+    return cached_chunks("attempts", params, [x, index], compute, batch_size=batch_size, model=model,
+                         code=(attacks.all_attempts, run_attempts), cache=cache, progress=progress)
+
+
+def run_detailed(attack: Callable, model: nn.Module, inputs: Sequence[torch.Tensor], *, batch_size: int = 256,
+                 cache: bool = True, progress: bool = True, **options) -> dict[str, torch.Tensor]:
+    """``attack(model, *inputs, details=True, **options)`` in cached chunks, as columns with PASS.
+
+    For the line-search attacks (:func:`~featadv_core.attacks.lots`, ``lots_self``, ``fgs``,
+    ``fgv``, ``hot_cold``): returns the :class:`~featadv_core.attacks.Attempts` fields as
+    columns (``images`` as uint8 grey levels) plus ``pass`` (NaN where an attempt failed) and
+    ``ecc_failed``. ``inputs[0]`` are the origins.
+    """
+    device = _device_of(model)
+
+    def compute(*chunk: torch.Tensor) -> dict[str, torch.Tensor]:
+        _, res = attack(model, *(t.to(device) for t in chunk), details=True, **options)
+        out = {k: v.cpu() for k, v in vars(res).items()}
+        out["images"] = torch.round(out["images"].double() * 255).to(torch.uint8)
+        return _with_pass(out, chunk[0].cpu())
+
+    name = getattr(attack, "__name__", "attack")
+    return cached_chunks(name, {"attack": name, "options": options}, list(inputs), compute, batch_size=batch_size,
+                         model=model, code=(attack, run_detailed), cache=cache, progress=progress)

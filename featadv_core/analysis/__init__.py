@@ -1,14 +1,17 @@
-"""Analyses of feature encodings (chapter 1: Sabour et al. 2016, §4–§5).
+"""Analyses of feature encodings (chapter 1: Sabour et al. 2016, §4–§5) and of attacks (chapter 2).
 
 * :mod:`.neighbors` — kNN with exclusions, the ``r_K`` rank statistic, kNN intersection (Table 1);
 * :mod:`.manifold` — neighbourhood sets, PPCA ``ΔL`` and angular consistency ``Ω`` (§4.2, Fig. 4);
 * :mod:`.sparsity` — active fractions, ``ΔS`` and I/U of active units (Table 2);
 * :mod:`.random_networks` — copies of a model with random orthonormal weights (§5);
-* :mod:`.inversion` — Mahendran & Vedaldi representation inversion (Fig. 2).
+* :mod:`.inversion` — Mahendran & Vedaldi representation inversion (Fig. 2);
+* :mod:`.attempts` — Table 1-style summaries of line-search attempts (Rozsa et al. 2017);
+* :mod:`.statistics` — medians, descriptions, t statistics.
 
 Distances themselves live in :mod:`featadv_core.metrics`. Everything is batched over points
 and device-agnostic.
 """
+from .attempts import select, spearman, summarise
 from .inversion import invert, total_variation
 from .manifold import (DEFAULT_PPCA_COMPONENTS, DEFAULT_SIGMA2_FLOOR, PPCA, NeighbourhoodSets,
                        angular_consistency, neighbourhood_sets, ppca_delta_loglik, ppca_fit)
@@ -23,4 +26,5 @@ __all__ = [
     "active_fraction", "sparsity_change", "active_iou",
     "orthonormal_copy",
     "invert", "total_variation",
+    "select", "summarise", "spearman",
 ]
