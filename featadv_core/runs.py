@@ -154,12 +154,11 @@ def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.
 
 
 def _with_pass(out: dict[str, torch.Tensor], origins: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Add ``pass`` (PASS of each successful attempt's uint8 image against its origin; NaN elsewhere) and ``ecc_failed``."""
-    ok = out["success"]
-    scores = torch.full((len(ok),), float("nan"), dtype=torch.float64)
-    failed = torch.zeros(len(ok), dtype=torch.bool)
-    if bool(ok.any()):
-        scores[ok], failed[ok] = metrics.pass_score(out["images"][ok].float() / 255, origins[ok], details=True)
+    """Add ``pass`` (PASS of every returned uint8 image against its origin) and ``ecc_failed``.
+
+    A failed line search returns its origin (PASS 1): summaries count successful rows only.
+    """
+    scores, failed = metrics.pass_score(out["images"].float() / 255, origins, details=True)
     return dict(out, **{"pass": scores, "ecc_failed": failed})
 
 
@@ -168,8 +167,8 @@ def run_attempts(model: nn.Module, x: torch.Tensor, x_targets: torch.Tensor, *, 
                  progress: bool = True, **options) -> dict[str, torch.Tensor]:
     """:func:`featadv_core.attacks.all_attempts` on ``x`` in chunks of ``batch_size`` origins, with PASS.
 
-    Each chunk (its attempts and the PASS of every successful one, NaN elsewhere, with the ECC
-    failure flags) is cached on its own (:func:`cached_chunks`); ``origin`` indexes ``x``.
+    Each chunk (its attempts and the PASS of every returned image, with the ECC failure flags)
+    is cached on its own (:func:`cached_chunks`); ``origin`` indexes ``x``.
     ``options`` go to ``all_attempts`` (line-search settings).
     """
     device = _device_of(model)
@@ -193,8 +192,8 @@ def run_detailed(attack: Callable, model: nn.Module, inputs: Sequence[torch.Tens
 
     For the line-search attacks (:func:`~featadv_core.attacks.lots`, ``lots_self``, ``fgs``,
     ``fgv``, ``hot_cold``): returns the :class:`~featadv_core.attacks.Attempts` fields as
-    columns (``images`` as uint8 grey levels) plus ``pass`` (NaN where an attempt failed) and
-    ``ecc_failed``. ``inputs[0]`` are the origins.
+    columns (``images`` as uint8 grey levels) plus ``pass`` (of every returned image; 1 where a
+    search failed and returned the origin) and ``ecc_failed``. ``inputs[0]`` are the origins.
     """
     device = _device_of(model)
 

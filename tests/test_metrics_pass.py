@@ -39,12 +39,28 @@ def test_a_one_pixel_translated_copy_is_realigned(seed, shift):
     assert score > float(ssim(moved, x)[0])  # the alignment is what recovers the similarity
 
 
-def test_ecc_failure_is_flagged_and_the_pair_scored_unaligned():
+def test_ecc_failure_is_flagged_and_the_pair_scored_unaligned_when_every_motion_fails():
     flat = torch.full((1, 1, 28, 28), 0.5, dtype=torch.float64)  # ECC cannot correlate a constant image
     noisy = _blobs(1, 3)
     scores, failed = pass_score(noisy, flat, details=True)
     assert bool(failed[0])
     assert float(scores[0]) == pytest.approx(float(ssim(noisy, flat)[0]))
+    with pytest.raises(ValueError, match="motion"):
+        pass_score(noisy, flat, motions=("projective",))
+
+
+@pytest.mark.data
+def test_opencv_homography_ecc_fails_on_a_shifted_digit_where_the_affine_fallback_realigns_it(offline_dir):
+    """A limitation of OpenCV's ECC (not of PASS): shown on MNIST test digit 57, shifted right by one pixel."""
+    from featadv_core import data
+
+    x, _ = data.load("mnist", "test")
+    digit = x[57:58]
+    moved = torch.roll(digit, shifts=(0, 1), dims=(2, 3))
+    strict, strict_failed = pass_score(moved, digit, motions=("homography",), details=True)
+    fallback, failed = pass_score(moved, digit, details=True)
+    assert bool(strict_failed[0]) and float(strict[0]) < 0.8  # homography gave up: scored unaligned
+    assert bool(failed[0]) and float(fallback[0]) >= 0.99     # flagged, and the affine model realigned it
 
 
 def test_the_valid_border_variant_ignores_what_the_full_image_mean_counts():

@@ -29,3 +29,18 @@ def test_impossible_requests():
         sample_pairs(torch.zeros(10, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="needs preds"):
         sample_pairs(torch.arange(10), 3, guide_correct=True)
+
+
+def test_lots_target_selection_helpers():
+    from featadv_core.pairs import first_correct_per_class, nearest_of_class, stratified
+
+    labels = torch.tensor([1, 0, 1, 0, 2, 2, 1])
+    preds = torch.tensor([0, 0, 1, 0, 1, 2, 1])
+    assert first_correct_per_class(labels, preds).tolist() == [1, 2, 5]
+    with pytest.raises(ValueError, match="class 3"):
+        first_correct_per_class(labels, preds, num_classes=4)
+    x = torch.arange(7, dtype=torch.float32).view(7, 1, 1, 1)
+    assert nearest_of_class(x, labels, preds, torch.tensor([[[5.8]]]), 1) == 6
+    idx = stratified(labels, 2, mask=labels == preds, seed=0)
+    assert set(idx.tolist()) <= {1, 2, 3, 5, 6} and len(idx) == 5
+    assert torch.equal(idx, stratified(labels, 2, mask=labels == preds, seed=0))

@@ -13,7 +13,7 @@
 Attacks take and return [0, 1] images on the input's device and dtype, never change the model's
 mode or parameters, and their box constraints hold exactly on what they return.
 """
-from .attempts import KINDS, all_attempts
+from .attempts import KINDS, all_attempts, other_classes
 from .box import check_images, linf_box, project, quantize
 from .directions import (backpropagate, gradient_direction, hot_cold_direction, lots_direction,
                          lots_self_direction)
@@ -30,4 +30,4 @@ __all__ = ["feature_opt", "label_opt", "feature_linear", "minimize_box", "solve"
            "project", "quantize", "check_images", "lots", "lots_self", "lots_iterative", "fgs", "fgv",
            "hot_cold", "line_search", "Attempts", "apply_direction", "scale_grid", "unit_linf", "predict_labels",
            "backpropagate", "lots_direction", "lots_self_direction", "gradient_direction", "hot_cold_direction",
-           "all_attempts", "KINDS"]
+           "all_attempts", "KINDS", "other_classes"]

@@ -15,7 +15,8 @@ Two details the papers leave open (chapter 2's PASS page measures both):
   require on 28×28 MNIST; ``"valid"`` drops the 5-pixel border the window does not cover
   (scikit-image's scalar, Wang's MATLAB reference), which inflates MNIST PASS a lot;
 * **ECC failure** (OpenCV raises when ECC does not converge, meets NaNs, or sees a constant
-  image): the pair is scored without alignment and flagged; callers count the flags.
+  image): the pair is flagged and aligned with the next, simpler motion model (affine), or
+  scored unaligned when that fails too; callers count the flags.
 
 Colour images are aligned on their grey versions and all channels warped alike; SSIM is the
 mean over channels.
@@ -73,35 +74,52 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return img[..., 0] if img.shape[2] == 1 else np.ascontiguousarray(img @ np.float32([0.299, 0.587, 0.114]))
 
 
-def ecc_align(adv: np.ndarray, ref: np.ndarray, *, iterations: int = 100, eps: float = 1e-5,
-              gauss_filt_size: int = 5) -> tuple[np.ndarray, bool]:
-    """``(ψ(adv, ref), failed)``: ``adv`` (H×W×C grey levels) warped onto ``ref`` by the ECC homography.
+_MOTIONS = {"homography": ("MOTION_HOMOGRAPHY", 3), "affine": ("MOTION_AFFINE", 2), "euclidean": ("MOTION_EUCLIDEAN", 2),
+            "translation": ("MOTION_TRANSLATION", 2)}
 
-    On an OpenCV error (no convergence, NaNs, constant image) returns ``adv`` unchanged and
-    ``failed=True``.
+
+def ecc_align(adv: np.ndarray, ref: np.ndarray, *, motions: tuple[str, ...] = ("homography", "affine"),
+              iterations: int = 100, eps: float = 1e-5, gauss_filt_size: int = 5) -> tuple[np.ndarray, int]:
+    """``(ψ(adv, ref), attempt)``: ``adv`` (H×W×C grey levels) warped onto ``ref`` by ECC.
+
+    ``motions`` are tried in order (each from the identity) until OpenCV's ``findTransformECC``
+    converges; ``attempt`` is the index of the one that did (0: the first, the paper's
+    homography), or ``len(motions)`` when all failed — then ``adv`` is returned unaligned.
+    OpenCV's homography ECC can stop with "the correlation is going to be minimized" even on a
+    one-pixel shift of a digit, where the affine model converges (chapter 2's PASS page).
     """
     import cv2
 
-    warp = np.eye(3, dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, eps)
-    try:
-        _, warp = cv2.findTransformECC(_grey(ref), _grey(adv), warp, cv2.MOTION_HOMOGRAPHY, criteria, None,
-                                       gauss_filt_size)
-    except cv2.error:
-        return adv, True
     h, w = ref.shape[:2]
-    out = cv2.warpPerspective(adv, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    return out.reshape(adv.shape), False
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, iterations, eps)
+    for attempt, motion in enumerate(motions):
+        if motion not in _MOTIONS:
+            raise ValueError(f"unknown motion {motion!r}; valid: {', '.join(_MOTIONS)}")
+        name, rows = _MOTIONS[motion]
+        warp = np.eye(3, dtype=np.float32)[:rows]
+        try:
+            _, warp = cv2.findTransformECC(_grey(ref), _grey(adv), warp, getattr(cv2, name), criteria, None,
+                                           gauss_filt_size)
+        except cv2.error:
+            continue
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        out = (cv2.warpPerspective(adv, warp, (w, h), flags=flags) if rows == 3
+               else cv2.warpAffine(adv, warp, (w, h), flags=flags))
+        return out.reshape(adv.shape), attempt
+    return adv, len(motions)
 
 
-def pass_score(x_adv: torch.Tensor, x_ref: torch.Tensor, *, border: str = "same", ecc_iterations: int = 100,
+def pass_score(x_adv: torch.Tensor, x_ref: torch.Tensor, *, border: str = "same",
+               motions: tuple[str, ...] = ("homography", "affine"), ecc_iterations: int = 100,
                ecc_eps: float = 1e-5, gauss_filt_size: int = 5, details: bool = False,
                progress: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """PASS of each adversarial image ``x_adv[i]`` against its original ``x_ref[i]`` (N values, float64).
 
-    ECC homography (``ecc_iterations``, ``ecc_eps``, ``gauss_filt_size``: the values of chapter
-    2's specification), then SSIM with ``border`` (see the module docstring). With
-    ``details=True`` also returns the boolean ECC-failure flags (those pairs are scored unaligned).
+    ECC alignment (``motions`` tried in order, see :func:`ecc_align`; ``ecc_iterations``,
+    ``ecc_eps``, ``gauss_filt_size``: the values of chapter 2's specification), then SSIM with
+    ``border`` (see the module docstring). With ``details=True`` also returns the boolean flags
+    of the pairs where the first motion (the paper's homography) failed; where every motion
+    failed, the pair is scored unaligned. ``motions=("homography",)`` is the strict variant.
     OpenCV runs single-threaded here (restored afterwards), leaving the cores to torch.
     """
     import cv2
@@ -114,8 +132,9 @@ def pass_score(x_adv: torch.Tensor, x_ref: torch.Tensor, *, border: str = "same"
     cv2.setNumThreads(1)
     try:
         for i in tqdm(range(len(a)), desc="PASS", disable=not progress, leave=False):
-            aligned, failed[i] = ecc_align(a[i], b[i], iterations=ecc_iterations, eps=ecc_eps,
-                                           gauss_filt_size=gauss_filt_size)
+            aligned, attempt = ecc_align(a[i], b[i], motions=motions, iterations=ecc_iterations, eps=ecc_eps,
+                                         gauss_filt_size=gauss_filt_size)
+            failed[i] = attempt > 0
             scores[i] = _ssim_one(aligned, b[i], border)
     finally:
         cv2.setNumThreads(threads)

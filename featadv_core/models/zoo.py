@@ -38,7 +38,7 @@ from .. import data
 from ..devices import resolve_device
 from ..features import feature_shapes, layer_names
 from ..repro import atomic_save, code_fingerprint, stable_hash, state_hash
-from . import architectures
+from . import adversarial_data, architectures
 from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
 
 __all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
@@ -99,6 +99,24 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
     "allconv-cifar10": Recipe(architectures.allconv_cifar, "cifar10",
                               TrainConfig(epochs=22, lr=0.2, **_CIFAR),
                               "VGG-style all-convolutional CNN with batch norm on CIFAR-10"),
+    # Rozsa et al. (2017), Table 1: the Basic LeNet fine-tuned on clean ∪ adversarial digits (see
+    # .adversarial_data), with Caffe's solver values (lr 0.01, momentum 0.9, batch 64) on our one-cycle
+    # schedule, restarted; epochs over the union as many as the paper's iterations make over its own
+    # (FGS/FGV 20K it. ≈ 11 epochs, HC 50K ≈ 5, LOTS 100K ≈ 3, one LOTS layer 50K ≈ 5).
+    **{f"lenet-mnist-ft-{name}": Recipe(architectures.lenet, "mnist", TrainConfig(epochs=epochs, lr=0.01, batch_size=64),
+                                        f"Basic LeNet fine-tuned on clean ∪ {label} digits (Rozsa et al. 2017, Table 1)",
+                                        base="lenet-mnist", train_data=fn)
+       for name, label, epochs, fn in [
+           ("fgs", "FGS", 11, adversarial_data.fgs_union), ("fgv", "FGV", 11, adversarial_data.fgv_union),
+           ("hc", "hot/cold", 5, adversarial_data.hc_union), ("lots", "LOTS (4 layers)", 3, adversarial_data.lots_union),
+           ("lots-conv1", "LOTS conv1", 5, adversarial_data.lots_conv1_union),
+           ("lots-conv2", "LOTS conv2", 5, adversarial_data.lots_conv2_union),
+           ("lots-ip1", "LOTS ip1", 5, adversarial_data.lots_ip1_union),
+           ("lots-ip2", "LOTS ip2", 5, adversarial_data.lots_ip2_union),
+           ("clean", "nothing adversarial: the clean subset alone (control)", 11, adversarial_data.clean_origins)]},
+    "lenet-mnist-deformed": Recipe(architectures.lenet, "mnist", TrainConfig(epochs=6, lr=0.05, batch_size=64),
+                                   "Caffe LeNet on MNIST + elastic/affine deformations (stand-in for InfiMNIST, "
+                                   "Rozsa et al. 2017, Table 1)", train_data=adversarial_data.deformed_mnist),
     "alexnet": TorchvisionSpec("alexnet", "AlexNet_Weights", "torchvision AlexNet, ImageNet"),
     "vgg16": TorchvisionSpec("vgg16", "VGG16_Weights", "torchvision VGG-16, ImageNet"),
     "vgg19": TorchvisionSpec("vgg19", "VGG19_Weights", "torchvision VGG-19, ImageNet"),
