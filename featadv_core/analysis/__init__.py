@@ -11,13 +11,14 @@
 Distances themselves live in :mod:`featadv_core.metrics`. Everything is batched over points
 and device-agnostic.
 """
-from .attempts import select, spearman, summarise
+from .attempts import select, summarise
 from .inversion import invert, total_variation
 from .manifold import (DEFAULT_PPCA_COMPONENTS, DEFAULT_SIGMA2_FLOOR, PPCA, NeighbourhoodSets,
                        angular_consistency, neighbourhood_sets, ppca_delta_loglik, ppca_fit)
 from .neighbors import knn, knn_intersection, knn_score, rank_statistic
 from .random_networks import orthonormal_copy
 from .sparsity import active_fraction, active_iou, sparsity_change
+from .statistics import describe, mcnemar, median, spearman
 
 __all__ = [
     "knn", "knn_score", "rank_statistic", "knn_intersection",
@@ -26,5 +27,5 @@ __all__ = [
     "active_fraction", "sparsity_change", "active_iou",
     "orthonormal_copy",
     "invert", "total_variation",
-    "select", "summarise", "spearman",
+    "select", "summarise", "describe", "median", "mcnemar", "spearman",
 ]

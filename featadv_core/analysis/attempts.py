@@ -7,13 +7,12 @@ correctly) by filtering the table first.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["select", "summarise", "spearman"]
+__all__ = ["select", "summarise"]
 
 
 def select(table: Mapping[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,12 +47,3 @@ def summarise(table: Mapping[str, torch.Tensor], groups: Mapping[str, torch.Tens
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation of two sequences (scipy), NaN when either is constant."""
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
-        return float("nan")
-    return float(spearmanr(x, y).statistic)

@@ -1,8 +1,9 @@
-"""Summaries of per-pair statistics: median, mean ± std, standard error, t-statistic.
+"""Summaries of per-pair statistics: median, mean ± std, standard error, t-statistic, and tests.
 
 Chapter 1 (Sabour et al. 2016) reports per-pair statistics — distance ratios, ΔS, I/U —
 summarised over many source–guide pairs. These take a 1-d tensor, array or sequence; NaN/inf
-values (e.g. a ratio with a zero denominator) are left out.
+values (e.g. a ratio with a zero denominator) are left out. Chapter 2 compares classifiers on
+one test set (:func:`mcnemar`) and trends across layers (:func:`spearman`).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["as_array", "median", "describe", "one_sample_t"]
+__all__ = ["as_array", "median", "describe", "one_sample_t", "mcnemar", "spearman"]
 
 
 def as_array(values) -> np.ndarray:
@@ -58,3 +59,31 @@ def describe(values) -> dict[str, float]:
 def one_sample_t(values) -> float:
     """One-sample t-statistic ``mean / (std / √n)`` of the finite values (see :func:`describe`)."""
     return describe(values)["t"]
+
+
+def mcnemar(correct_a, correct_b) -> dict[str, float]:
+    """Exact McNemar test of two classifiers on the same test images (scipy's binomial test).
+
+    ``correct_a``, ``correct_b``: per-image booleans. Returns ``a_only`` and ``b_only`` (the
+    discordant counts: images only ``a`` resp. only ``b`` gets right) and the two-sided ``p`` of
+    "both err equally often" (1 when there are no discordant images).
+    """
+    from scipy.stats import binomtest
+
+    a, b = as_array(correct_a).astype(bool), as_array(correct_b).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"both classifiers must be scored on the same images, got {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    n = a_only + b_only
+    p = float(binomtest(min(a_only, b_only), n, 0.5).pvalue) if n else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p": p}
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation of two sequences (scipy), NaN when either is constant or too short."""
+    from scipy.stats import spearmanr
+
+    x, y = as_array(x), as_array(y)
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    return float(spearmanr(x, y).statistic)

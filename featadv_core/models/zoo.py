@@ -113,8 +113,9 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
            ("lots-conv2", "LOTS conv2", 5, adversarial_data.lots_conv2_union),
            ("lots-ip1", "LOTS ip1", 5, adversarial_data.lots_ip1_union),
            ("lots-ip2", "LOTS ip2", 5, adversarial_data.lots_ip2_union),
-           ("clean", "nothing adversarial: the clean subset alone (control)", 11, adversarial_data.clean_origins)]},
-    "lenet-mnist-deformed": Recipe(architectures.lenet, "mnist", TrainConfig(epochs=6, lr=0.05, batch_size=64),
+           ("clean", "nothing adversarial (control: more training on the clean digits)", 5,
+            adversarial_data.clean_training_set)]},
+    "lenet-mnist-deformed": Recipe(architectures.lenet, "mnist", TrainConfig(epochs=5, lr=0.05, batch_size=64),
                                    "Caffe LeNet on MNIST + elastic/affine deformations (stand-in for InfiMNIST, "
                                    "Rozsa et al. 2017, Table 1)", train_data=adversarial_data.deformed_mnist),
     "alexnet": TorchvisionSpec("alexnet", "AlexNet_Weights", "torchvision AlexNet, ImageNet"),

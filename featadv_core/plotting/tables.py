@@ -1,4 +1,4 @@
-"""Tables of per-pair statistics: Table 2's ``mean ± std`` cells and side-by-side differences."""
+"""Tables: per-pair ``mean ± std`` cells (chapter 1, Table 2), side-by-side differences, attack tables (chapter 2, Table 1)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analysis.statistics import describe
 
-__all__ = ["mean_std_table", "difference_table"]
+__all__ = ["mean_std_table", "difference_table", "attack_cells"]
 
 
 def mean_std_table(columns: Mapping[str, Mapping[Hashable, object]], *, fmt: str = "{:.2f}",
@@ -63,3 +63,27 @@ def difference_table(reference: Mapping[tuple, float], other: Mapping[tuple, flo
              if keys and isinstance(keys[0], tuple) else pd.Index(keys, name=index_names[0]))
     return pd.DataFrame({names[0]: ref, names[1]: oth, f"Δ ({unit})": scale * (oth - ref),
                          "Δ relative (%)": rel}, index=index)
+
+
+def attack_cells(summary, *, attacks: Sequence[str], models: Sequence[str], error: Mapping[str, float] | None = None):
+    """Rozsa et al.'s Table 1 layout: one row per model, one ``success | PASS ± / L2 ± | L∞ ±`` cell per attack.
+
+    ``summary`` is a long DataFrame indexed by ``(model, attack)`` with the columns of
+    :func:`featadv_core.analysis.summarise` (``success_pct``, ``pass_mean``, ``pass_std``,
+    ``l2_mean``, …); ``error`` (model → clean error in %) adds the first column. Missing cells
+    are ``""``.
+    """
+    import pandas as pd
+
+    def cell(row) -> str:
+        return (f"{row.success_pct:.2f}% | {row.pass_mean:.4f} ± {row.pass_std:.4f} / "
+                f"{row.l2_mean:.1f} ± {row.l2_std:.1f} | {row.linf_mean:.1f} ± {row.linf_std:.1f}")
+
+    table = {}
+    if error is not None:
+        table["error"] = [f"{error[m]:.2f}%" if m in error else "" for m in models]
+    for attack in attacks:
+        table[attack] = [cell(summary.loc[(m, attack)]) if (m, attack) in summary.index else "" for m in models]
+    frame = pd.DataFrame(table, index=list(models))
+    frame.index.name = "model"
+    return frame

@@ -1,0 +1,34 @@
+"""The chapters' transcriptions of the papers' tables, re-derived from the papers' text (../shared/papers)."""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERS = ROOT.parent / "shared" / "papers"
+
+
+def test_lots_table1_csv_matches_every_cell_of_the_paper_text():
+    paper = PAPERS / "001_33dc3d008c7df308.txt"
+    if not paper.is_file():
+        pytest.skip(f"{paper} is not here (the papers live beside the project in ../shared)")
+    rows = list(csv.DictReader((ROOT / "featadv_core" / "reference" / "rozsa2017_table1.csv").open()))
+    assert len(rows) == 40 and len({r["model"] for r in rows}) == 10
+    cell = r"([\d.]+)% \| ([\d.]+) ± ([\d.]+) ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+)"
+    found = 0
+    for line in paper.read_text().splitlines():
+        m = re.match(r"^(Basic LeNet|InfiMNIST|FGS|FGV|HC|LOTS(?: CONV1| CONV2| IP1| IP2)?)\t([\d.]+)%\t(.*)$", line)
+        if not m:
+            continue
+        cells = re.findall(cell, m[3])
+        assert len(cells) == 4, line
+        for attack, values in zip(["FGS", "FGV", "HC", "LOTS"], cells):
+            (row,) = [r for r in rows if r["model"] == m[1] and r["attack"] == attack]
+            keys = ["success_pct", "pass_mean", "pass_std", "l2_mean", "l2_std", "linf_mean", "linf_std"]
+            assert [row[k] for k in keys] == list(values), (m[1], attack)
+            assert row["error_pct"] == m[2]
+            found += 1
+    assert found == 40
