@@ -37,7 +37,8 @@ GREY = 255  # the papers' 8-bit images: norms are reported in grey levels
 class Attempts:
     """Per-attempt results of a line-search (or iterative) attack; every tensor has N rows.
 
-    ``images`` are on the 8-bit grid in [0, 1] (the origin where the attempt failed); ``scale``
+    ``images`` are on the 8-bit grid in [0, 1] (the origin, rounded to that grid, where the
+    attempt failed); ``scale``
     the final ``ε`` in pixel units (NaN for failures and for iterative attacks); ``steps`` the
     iterations an iterative attack took (0 for the line search); ``l2`` and ``linf`` the norms of
     the applied perturbation ``images − origin`` in grey levels (0–255), as the papers report
