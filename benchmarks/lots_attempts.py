@@ -91,15 +91,21 @@ def main() -> None:
     parser.add_argument("--bisect-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--float64", action="store_true",
+                        help="run the model in float64: batched and naive then agree exactly (float32 convolutions of a "
+                             "batch and of one image round differently, which can flip a label at a boundary)")
     parser.add_argument("--skip-art", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model = models.get(args.model, device=device)
+    dtype = torch.float64 if args.float64 else torch.float32
+    model = model.to(dtype)
     x, y = data.load("mnist", "test")
+    x = x.to(dtype)
     x_tr, y_tr = data.load("mnist", "train")
-    x_tr, y_tr = x_tr[:2000], y_tr[:2000]  # the first correct digit of each class is among them
+    x_tr, y_tr = x_tr[:2000].to(dtype), y_tr[:2000]  # the first correct digit of each class is among them
     pred = predict_labels(model, x[:5000].to(device)).cpu()
     idx = pairs.stratified(y[:5000], max(1, args.origins // 10), mask=pred == y[:5000], seed=0)[:args.origins]
     xo = x[idx].to(device)
@@ -117,7 +123,7 @@ def main() -> None:
     start = time.perf_counter()
     with torch.no_grad():
         for i in range(0, forwarded[0], 1024):
-            model(torch.rand(min(1024, forwarded[0] - i), 1, 28, 28, device=device))
+            model(torch.rand(min(1024, forwarded[0] - i), 1, 28, 28, device=device, dtype=dtype))
     t_bare = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -142,7 +148,8 @@ def main() -> None:
         except ImportError:
             rows.append(("ART: not installed (pip install adversarial-robustness-toolbox)", 0, float("nan"), "–"))
 
-    print(f"\n{args.model}, {len(xo)} origins × 47 attempts, device {device}, torch threads {torch.get_num_threads()}\n")
+    print(f"\n{args.model} ({dtype}), {len(xo)} origins × 47 attempts, device {device}, "
+          f"torch threads {torch.get_num_threads()}\n")
     print("| method | attempts | seconds | attempts/s | × naive | × bare forwards | identical to naive |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, n, sec, same_ in rows:
