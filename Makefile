@@ -7,7 +7,7 @@ SMOKE_DIR := _build/smoke
 CELL_TIMEOUT ?= 1200
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
 
-.PHONY: book test unit smoke setup clean models paper
+.PHONY: book test unit smoke setup clean models paper bench
 
 setup: $(STAMP)
 
@@ -33,6 +33,15 @@ paper: $(STAMP)
 	mkdir -p _build/paper
 	$(VENV)/bin/papermill "$(NB)" "_build/paper/$(notdir $(NB))" -f "$(NB:.ipynb=.paper.yaml)" $(if $(DEVICE),-p device $(DEVICE))
 	@echo "paper-scale run: _build/paper/$(notdir $(NB))"
+
+# Every benchmark, results as JSON (with the machine they ran on) in benchmarks/results/. Peers that are
+# not installed (benchmarks/requirements.txt) are reported as such.
+BENCHMARKS := feature_opt_solvers lots_attempts training_speed deepfool_peers
+bench: $(STAMP)
+	mkdir -p benchmarks/results
+	for b in $(BENCHMARKS); do \
+	  (cd benchmarks && $(CURDIR)/$(PY) $$b.py --json results/$$b.json) || exit 1; \
+	done
 
 test: unit smoke
 

@@ -33,6 +33,7 @@ from torch import nn
 from featadv_core import data, features, models
 from featadv_core.attacks import feature_opt
 from featadv_core.devices import resolve_device
+from report import emit, table
 
 
 def parse_eps(text: str) -> float:
@@ -140,6 +141,7 @@ def main(argv=None) -> None:
                         help="load the zoo model's weights from this checkpoint file instead of "
                              "models.get (e.g. an older cached recipe while the current one trains)")
     parser.add_argument("--progress", action="store_true", help="show the solvers' progress bars")
+    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -193,19 +195,24 @@ def main(argv=None) -> None:
              "lbfgsb": "feature_opt, solver=\"lbfgsb\" (batched L-BFGS-B)",
              "pgd": "feature_opt, solver=\"pgd\" (projected Adam)",
              "art": "ART FeatureAdversariesPyTorch (PGD)"}
-    print()
-    print("| method | pairs/s (wall) | vs scipy | pairs/s (CPU time) | vs scipy | median d(α,g)/d(s,g) | "
-          "median objective | median per-pair objective / scipy's | max ‖x−x_s‖∞/ε |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    cols = ["method", "pairs/s (wall)", "vs scipy", "pairs/s (CPU time)", "vs scipy (CPU)", "median d(α,g)/d(s,g)",
+            "median objective", "median per-pair objective / scipy's", "max ‖x−x_s‖∞/ε"]
+    out = []
     for label, rate, cpu_rate, mt in rows:
         method, _, budget = label.partition("@")
-        name = names[method] + (f", {budget} iterations" if budget else "")
-        speed = f"{rate / base[1]:.2f}×" if base else "—"
-        cpu_speed = f"{cpu_rate / base[2]:.2f}×" if base else "—"
-        rel = f"{np.median(mt['objective'] / base[3]['objective']):.4f}" if base else "—"
-        print(f"| {name} | {rate:.3f} | {speed} | {cpu_rate:.3f} | {cpu_speed} | "
-              f"{np.median(mt['ratio']):.4f} | {np.median(mt['objective']):.4g} | {rel} | "
-              f"{mt['linf_over_eps'].max():.6f} |")
+        out.append([names[method] + (f", {budget} iterations" if budget else ""), rate,
+                    rate / base[1] if base else None, cpu_rate, cpu_rate / base[2] if base else None,
+                    float(np.median(mt["ratio"])), float(np.median(mt["objective"])),
+                    float(np.median(mt["objective"] / base[3]["objective"])) if base else None,
+                    float(mt["linf_over_eps"].max())])
+    emit("feature_opt_solvers", [table(f"feature adversaries on {args.model} {args.layer}: eps {args.eps}, "
+                                       f"{args.pairs} pairs, {args.steps} steps", cols, out,
+                                       notes=f"one objective+gradient evaluation: {one:.2f} ms per image at batch 1, "
+                                             f"{full:.2f} ms at batch {len(x_src)} (batching alone buys at most "
+                                             f"{one / full:.1f}× at equal evaluations)")],
+         device=device, json_path=args.json,
+         context={"model": args.model, "layer": args.layer, "eps": args.eps, "pairs": args.pairs, "steps": args.steps,
+                  "eval_ms_batch1": one, "eval_ms_batched": full})
 
 
 if __name__ == "__main__":

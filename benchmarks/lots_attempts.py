@@ -35,6 +35,7 @@ from featadv_core.attacks import (KINDS, all_attempts, gradient_direction, hot_c
                                   lots_direction, other_classes, predict_labels)
 from featadv_core.devices import resolve_device
 from featadv_core.features import forward_to
+from report import emit, table
 
 LAYERS = ("conv1", "conv2", "ip1", "ip2")
 
@@ -95,6 +96,7 @@ def main() -> None:
                         help="run the model in float64: batched and naive then agree exactly (float32 convolutions of a "
                              "batch and of one image round differently, which can flip a label at a boundary)")
     parser.add_argument("--skip-art", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,13 +150,12 @@ def main() -> None:
         except ImportError:
             rows.append(("ART: not installed (pip install adversarial-robustness-toolbox)", 0, float("nan"), "–"))
 
-    print(f"\n{args.model} ({dtype}), {len(xo)} origins × 47 attempts, device {device}, "
-          f"torch threads {torch.get_num_threads()}\n")
-    print("| method | attempts | seconds | attempts/s | × naive | × bare forwards | identical to naive |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name, n, sec, same_ in rows:
-        rate = n / sec if n and sec == sec else float("nan")
-        print(f"| {name} | {n} | {sec:.2f} | {rate:.1f} | {t_naive / sec:.1f} | {sec / t_bare:.2f} | {same_} |")
+    cols = ["method", "attempts", "seconds", "attempts/s", "× naive", "× bare forwards", "identical to naive"]
+    out = [[name, n, sec, n / sec if n and sec == sec else float("nan"), t_naive / sec, sec / t_bare, same_]
+           for name, n, sec, same_ in rows]
+    emit("lots_attempts", [table(f"Table 1's attempts on {args.model} ({dtype}): {len(xo)} origins × 47 attempts",
+                                 cols, out)],
+         device=device, json_path=args.json, context={"model": args.model, "origins": len(xo), "dtype": str(dtype)})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featadv_core.models import architectures
+from report import emit, table
 
 
 def step_time(model: nn.Module, *, channels_last: bool, bf16: bool, batch: int, repeats: int) -> float:
@@ -59,25 +60,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     nets = {"allconv_cifar": architectures.allconv_cifar(), "caffenet_cifar": architectures.caffenet_cifar()}
     nets["caffenet_cifar, torch LRN"] = with_torch_lrn(nets["caffenet_cifar"])
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}\n")
-    print("| network | float32 NCHW (ms) | channels-last | bf16 autocast | both (zoo recipe) |")
-    print("|---|---:|---:|---:|---:|")
-    base_of = {}
+    base_of, rows = {}, []
     for name, net in nets.items():
         cells = []
         for cl, bf in ((False, False), (True, False), (False, True), (True, True)):
             t = step_time(net, channels_last=cl, bf16=bf, batch=args.batch, repeats=args.repeats)
-            base = base_of.setdefault(name.split(",")[0], t) if (cl, bf) == (False, False) and "torch LRN" not in name else None
-            ref = base_of[name.split(",")[0]]
-            cells.append(f"{1000 * t:.0f}" + ("" if base is not None else f" ({ref / t:.2f}×)"))
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
-    print("\nSpeed-ups are against float32 NCHW of the same network with our LRN; the 'torch LRN' row "
-          "shows what torch's own LRN kernel costs.")
+            if (cl, bf) == (False, False) and "torch LRN" not in name:
+                base_of[name] = t
+            cells.append(1000 * t)
+        ref = base_of[name.split(",")[0]]
+        rows.append([name, *cells, *(ref / (c / 1000) for c in cells)])
+    cols = ["network", "float32 NCHW (ms)", "channels-last (ms)", "bf16 autocast (ms)", "both (ms)",
+            "× float32", "× channels-last", "× bf16", "× both (zoo recipe)"]
+    emit("training_speed", [table(f"one training step, batch {args.batch}", cols, rows,
+                                  notes="Speed-ups are against float32 NCHW of the same network with our LRN; the "
+                                        "'torch LRN' row shows what torch's own LRN kernel costs.")],
+         json_path=args.json, context={"batch": args.batch, "repeats": args.repeats})
 
 
 if __name__ == "__main__":

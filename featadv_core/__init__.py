@@ -2,7 +2,7 @@
 
 Data (:mod:`.data`), a model zoo with named layers and shipped checkpoints (:mod:`.models`,
 :mod:`.features`), attacks (:mod:`.attacks`), metrics (:mod:`.metrics`), analyses
-(:mod:`.analysis`), cached chunked runs (:mod:`.runs`), reproducibility helpers (:mod:`.repro`),
+(:mod:`.analysis`), defences (:mod:`.defenses`), cached chunked runs (:mod:`.runs`), reproducibility helpers (:mod:`.repro`),
 claims records for the book's dashboard (:mod:`.claims`) and figures (:mod:`.plotting`).
 Importing it has no side effects: it seeds nothing, downloads nothing and sets no style.
 """

@@ -18,13 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import attacks, data, metrics
+from . import analysis, attacks, data, metrics
 from .features import extract
 from .metrics.distances import flatten
 from .repro import cached
 
 __all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
-           "run_attack", "run_attempts", "run_detailed"]
+           "run_attack", "run_attempts", "run_detailed", "run_deepfool", "run_curvatures"]
 
 ATTACKS = {
     "feature_opt": attacks.feature_opt,
@@ -206,3 +206,50 @@ def run_detailed(attack: Callable, model: nn.Module, inputs: Sequence[torch.Tens
     name = getattr(attack, "__name__", "attack")
     return cached_chunks(name, {"attack": name, "options": options}, list(inputs), compute, batch_size=batch_size,
                          model=model, code=(attack, run_detailed), cache=cache, progress=progress)
+
+
+def run_deepfool(model: nn.Module, x: torch.Tensor, *, target: torch.Tensor | None = None,
+                 basis: torch.Tensor | None = None, batch_size: int = 250, cache: bool = True,
+                 progress: bool = True, **options) -> dict[str, torch.Tensor]:
+    """:func:`featadv_core.attacks.deepfool` on ``x`` in cached chunks, as columns of its details.
+
+    Columns: ``perturbation`` (``x_adv − x``), ``clean_label``, ``label``, ``iterations``,
+    ``success``, ``norm``. ``target`` (one class per image) selects the targeted variant,
+    ``basis`` confines it; ``options`` go to ``deepfool`` (``overshoot``, ``max_iter``,
+    ``candidates``, ``box``).
+    """
+    device = _device_of(model)
+    q = None if basis is None else basis.to(device)
+    inputs = [x] if target is None else [x, torch.as_tensor(target).long().expand(len(x))]
+
+    def compute(xs: torch.Tensor, *t: torch.Tensor) -> dict[str, torch.Tensor]:
+        _, res = attacks.deepfool(model, xs.to(device), target=t[0].to(device) if t else None, basis=q,
+                                  details=True, **options)
+        return {k: v.cpu() for k, v in vars(res).items()}
+
+    params = {"options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+              "basis": None if basis is None else tensor_hash(basis), "targeted": target is not None}
+    # keyed by the attack's code (followed through its imports), not this wrapper's module, which
+    # imports every attack: an unrelated change elsewhere in the core keeps the results
+    return cached_chunks("deepfool", params, inputs, compute, batch_size=batch_size, model=model,
+                         code=(attacks.deepfool,), cache=cache, progress=progress)
+
+
+def run_curvatures(model: nn.Module, x: torch.Tensor, classes: Sequence[int], *, cache: bool = True,
+                   progress: bool = True, **options) -> dict[int, "analysis.Curvatures"]:
+    """Algorithm 1 (:func:`featadv_core.analysis.principal_curvatures`) for every class, each cached on disk.
+
+    ``x`` are the (training) images Algorithm 1 samples from; ``options`` its keywords
+    (``h``, ``n_samples``, ``method``, ``k``, ``seed`` …). The key covers them, the images' hash,
+    the model's weights and the code, so every chapter-4 notebook shares one computation.
+    """
+    device = _device_of(model)
+    images = tensor_hash(x)
+    out = {}
+    for c in tqdm(list(classes), desc="Algorithm 1 (classes)", disable=not progress, leave=False):
+        run = lambda c=c: analysis.principal_curvatures(model, x.to(device), int(c), progress=False,  # noqa: E731
+                                                        **options)
+        out[int(c)] = (cached("curvatures", {"images": images, "class": int(c), "options": options}, run,
+                              model=model, code=(analysis.principal_curvatures,))
+                       if cache else run())
+    return out

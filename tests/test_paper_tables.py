@@ -32,3 +32,13 @@ def test_lots_table1_csv_matches_every_cell_of_the_paper_text():
             assert row["error_pct"] == m[2]
             found += 1
     assert found == 40
+
+
+def test_jetley_table1_csv_matches_every_cell_of_the_paper_text():
+    paper = PAPERS / "004_117a25e40ebacde0.txt"
+    if not paper.is_file():
+        pytest.skip(f"{paper} is not here (the papers live beside the project in ../shared)")
+    rows = list(csv.reader((ROOT / "featadv_core" / "reference" / "jetley2018_table1.csv").open()))[1:]
+    text = [line.split("\t") for line in paper.read_text().splitlines()
+            if re.match(r"^(227|200|150|120|100)\t[\d.]+\t", line)]
+    assert rows == text and len(rows) == 5

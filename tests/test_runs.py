@@ -132,3 +132,46 @@ def test_cached_chunks_reuses_chunks_of_a_longer_run(monkeypatch):
     assert calls == [2, 2, 2] and torch.equal(b, x * 2) and torch.equal(a, x[:4] * 2)
     with pytest.raises(ValueError, match="same length"):
         runs.cached_chunks("dbl", {}, [x, x[:3]], double, batch_size=2)
+
+
+def test_run_deepfool_matches_the_attack_and_caches_its_chunks(tiny_lenet, monkeypatch):
+    from featadv_core import attacks
+
+    calls = []
+    real = attacks.deepfool
+
+    def spy(model, xs, **kw):
+        calls.append(len(xs))
+        return real(model, xs, **kw)
+
+    monkeypatch.setattr(attacks, "deepfool", spy)
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 28, 28)
+    q = torch.linalg.qr(torch.randn(784, 20)).Q
+    a = runs.run_deepfool(tiny_lenet, x, basis=q, batch_size=2, max_iter=5, box=None, progress=False)
+    b = runs.run_deepfool(tiny_lenet, x, basis=q, batch_size=2, max_iter=5, box=None, progress=False)
+    assert calls == [2, 2, 1]  # the second run read every chunk from the cache
+    _, ref = real(tiny_lenet, x, basis=q, max_iter=5, box=None, details=True)
+    torch.testing.assert_close(a["perturbation"], ref.perturbation, rtol=1e-5, atol=1e-6)
+    assert torch.equal(a["success"], b["success"]) and set(a) == {"perturbation", "clean_label", "label", "iterations",
+                                                                  "success", "norm"}
+
+
+def test_run_curvatures_caches_each_class(tiny_lenet, monkeypatch):
+    from featadv_core import analysis
+
+    calls = []
+    real = analysis.principal_curvatures
+
+    def spy(model, x, target, **kw):
+        calls.append(target)
+        return real(model, x, target, **kw)
+
+    monkeypatch.setattr(analysis, "principal_curvatures", spy)
+    torch.manual_seed(1)
+    x = torch.rand(12, 1, 28, 28)
+    opts = dict(h=0.5, n_samples=6, method="topk", k=2, oversample=2, depth=1, df_max_iter=20, progress=False)
+    first = runs.run_curvatures(tiny_lenet, x, [0, 1], **opts)
+    again = runs.run_curvatures(tiny_lenet, x, [1], **opts)
+    assert calls == [0, 1] and torch.equal(first[1].values, again[1].values)
+    assert first[0].vectors.shape == (784, 4)

@@ -6,12 +6,24 @@
 * :mod:`.random_networks` — copies of a model with random orthonormal weights (§5);
 * :mod:`.inversion` — Mahendran & Vedaldi representation inversion (Fig. 2);
 * :mod:`.attempts` — Table 1-style summaries of line-search attempts (Rozsa et al. 2017);
-* :mod:`.statistics` — medians, descriptions, t statistics.
+* :mod:`.statistics` — medians, descriptions, t statistics;
+* :mod:`.curvature` — Jetley et al.'s Algorithm 1: boundary points, finite-difference mean
+  Hessians, principal directions and curvatures (full or top-k);
+* :mod:`.subspaces` — S_pos/S_neg/S_flat selection, QR unions, projections, norm fractions,
+  SVD of perturbations;
+* :mod:`.saliency` — signed class-score gradients;
+* :mod:`.traces` — class scores along a direction and their summaries (Fig. 1–2).
 
 Distances themselves live in :mod:`featadv_core.metrics`. Everything is batched over points
 and device-agnostic.
 """
 from .attempts import select, summarise
+from .curvature import (BoundaryPoints, Curvatures, boundary_points, curvature_spectrum, fd_step,
+                        mean_hessian_product, principal_curvatures, random_orthonormal)
+from .saliency import saliency
+from .traces import half_line_trend, scores_along, shape_spread, symmetry
+from .subspaces import (STRATEGIES, norm_fractions, project_images, random_fraction, select_directions,
+                        subspace_overlap, svd_directions, union_basis)
 from .inversion import invert, total_variation
 from .manifold import (DEFAULT_PPCA_COMPONENTS, DEFAULT_SIGMA2_FLOOR, PPCA, NeighbourhoodSets,
                        angular_consistency, neighbourhood_sets, ppca_delta_loglik, ppca_fit)
@@ -28,4 +40,8 @@ __all__ = [
     "orthonormal_copy",
     "invert", "total_variation",
     "select", "summarise", "describe", "median", "mcnemar", "spearman",
+    "BoundaryPoints", "Curvatures", "boundary_points", "fd_step", "mean_hessian_product", "curvature_spectrum", "principal_curvatures",
+    "random_orthonormal", "saliency", "STRATEGIES", "select_directions", "union_basis", "project_images",
+    "norm_fractions", "random_fraction", "svd_directions", "subspace_overlap",
+    "scores_along", "half_line_trend", "symmetry", "shape_spread",
 ]

@@ -8,17 +8,22 @@
 * line-search attacks on 8-bit images (Rozsa et al. 2016/2017): :func:`lots`, :func:`lots_self`,
   :func:`lots_iterative`, :func:`fgs`, :func:`fgv`, :func:`hot_cold`, sharing :func:`line_search`
   over the directions of :mod:`.directions`; :func:`all_attempts` runs Table 1's 47 per origin;
+* DeepFool (:func:`deepfool`: untargeted, targeted, confined to a subspace, optionally
+  unconstrained) and universal perturbations (:func:`universal_perturbation`) for Jetley et al.
+  (2018);
 * box constraints: :func:`check_images`, :func:`linf_box`, :func:`project`, :func:`quantize`.
 
 Attacks take and return [0, 1] images on the input's device and dtype, never change the model's
 mode or parameters, and their box constraints hold exactly on what they return.
 """
 from .attempts import KINDS, all_attempts, other_classes
+from .deepfool import DeepFoolResult, check_basis, deepfool
 from .box import check_images, linf_box, project, quantize
 from .directions import (backpropagate, gradient_direction, hot_cold_direction, lots_direction,
                          lots_self_direction)
 from .gradient_attacks import fgs, fgv, hot_cold
 from .line_search import Attempts, apply_direction, line_search, predict_labels, scale_grid, unit_linf
+from .universal import UniversalResult, project_ball, universal_perturbation
 from .lots import lots, lots_iterative, lots_self
 from .feature_linear import feature_linear
 from .feature_opt import feature_opt
@@ -30,4 +35,5 @@ __all__ = ["feature_opt", "label_opt", "feature_linear", "minimize_box", "solve"
            "project", "quantize", "check_images", "lots", "lots_self", "lots_iterative", "fgs", "fgv",
            "hot_cold", "line_search", "Attempts", "apply_direction", "scale_grid", "unit_linf", "predict_labels",
            "backpropagate", "lots_direction", "lots_self_direction", "gradient_direction", "hot_cold_direction",
-           "all_attempts", "KINDS", "other_classes"]
+           "all_attempts", "KINDS", "other_classes", "deepfool", "DeepFoolResult", "check_basis",
+           "universal_perturbation", "UniversalResult", "project_ball"]

@@ -1,10 +1,13 @@
-"""Metrics: distances between feature encodings (:mod:`.distances`), SSIM and PASS (:mod:`.perceptual`).
+"""Metrics: distances between feature encodings (:mod:`.distances`), SSIM and PASS (:mod:`.perceptual`),
+the fooling rate of a perturbation (:mod:`.fooling`).
 
 Every function is vectorised over points and device-agnostic.
 """
 from .distances import (cosine_distance, distance_ratio, euclidean, flatten, mean_intra_class_distance,
                         mean_nn_distance, pairwise_distances)
+from .fooling import fooling_rate
 from .perceptual import ecc_align, pass_score, ssim
 
 __all__ = ["flatten", "euclidean", "cosine_distance", "pairwise_distances", "distance_ratio",
-           "mean_intra_class_distance", "mean_nn_distance", "ssim", "pass_score", "ecc_align"]
+           "mean_intra_class_distance", "mean_nn_distance", "ssim", "pass_score", "ecc_align",
+           "fooling_rate"]

@@ -25,7 +25,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import attacks, data, pairs
+from .. import data, pairs
+from ..attacks.attempts import KINDS, all_attempts  # the submodules themselves: a new attack elsewhere in
+from ..attacks.line_search import predict_labels  # attacks/ leaves these training sets' fingerprint alone
 from ..repro import cached
 
 __all__ = ["ORIGINS_PER_CLASS", "LAYERS", "DEFORMED_COPIES", "training_attempts", "union", "deformed_mnist",
@@ -58,7 +60,7 @@ def training_attempts(base: nn.Module, group: str) -> dict[str, torch.Tensor]:
         from tqdm.auto import tqdm
 
         x, y = data.load("mnist", "train")
-        pred = attacks.predict_labels(base, x.to(_device(base))).cpu()
+        pred = predict_labels(base, x.to(_device(base))).cpu()
         per_class = ORIGINS_PER_CLASS[group]
         idx = ((pred == y).nonzero().flatten() if per_class is None
                else pairs.stratified(y, per_class, mask=pred == y, seed=0))
@@ -66,7 +68,7 @@ def training_attempts(base: nn.Module, group: str) -> dict[str, torch.Tensor]:
         parts = []
         for i in tqdm(range(0, len(idx), _CHUNK), desc=f"adversarial training data ({group})", leave=False):
             rows = idx[i:i + _CHUNK]
-            out = attacks.all_attempts(base, x[rows].to(_device(base)), x_t, layers=LAYERS, kinds=_KINDS[group])
+            out = all_attempts(base, x[rows].to(_device(base)), x_t, layers=LAYERS, kinds=_KINDS[group])
             out = {k: v.cpu() for k, v in out.items()}
             out["origin"] = rows[out["origin"]]
             parts.append(out)
@@ -74,7 +76,7 @@ def training_attempts(base: nn.Module, group: str) -> dict[str, torch.Tensor]:
 
     return cached("lots_training_attempts", {"group": group, "per_class": ORIGINS_PER_CLASS[group],
                                              "layers": list(LAYERS)},
-                  compute, model=base, code=(attacks.all_attempts, training_attempts))
+                  compute, model=base, code=(all_attempts, training_attempts))
 
 
 def union(base: nn.Module, kind: str | None, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +90,7 @@ def union(base: nn.Module, kind: str | None, layer: str | None = None) -> tuple[
         return x, y
     group = {"fgs": "gradient", "fgv": "gradient", "hc": "hc", "lots": "lots"}[kind]
     table = training_attempts(base, group)
-    keep = table["success"] & (table["kind"] == attacks.KINDS.index(kind))
+    keep = table["success"] & (table["kind"] == KINDS.index(kind))
     if layer is not None:
         keep &= table["layer"] == LAYERS.index(layer)
     x_adv = table["images"][keep].float() / 255

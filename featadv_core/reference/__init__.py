@@ -12,6 +12,8 @@ __all__ = ["table", "TABLES"]
 _DIR = Path(__file__).resolve().parent
 TABLES = {
     "rozsa2017_table1": "Rozsa et al. 2017, Table 1: clean error and FGS/FGV/HC/LOTS success, PASS, L2, L∞ per model",
+    "jetley2018_table1": "Jetley et al. 2018, Table 1: ImageNet AlexNet behind a down/up-sampling unit — norms, "
+                         "accuracy and fooling rates of f-scaled DeepFools per d_low",
 }
 
 
