@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 from . import analysis, attacks, data, metrics
 from .features import extract
 from .metrics.distances import flatten
-from .repro import cached
+from .repro import cached, state_hash
 
 __all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
-           "run_attack", "run_attempts", "run_detailed", "run_deepfool", "run_curvatures"]
+           "run_attack", "run_attempts", "run_detailed", "run_deepfool", "run_curvatures", "run_style_attack", "run_pgd"]
 
 ATTACKS = {
     "feature_opt": attacks.feature_opt,
@@ -253,3 +253,61 @@ def run_curvatures(model: nn.Module, x: torch.Tensor, classes: Sequence[int], *,
                               model=model, code=(analysis.principal_curvatures,))
                        if cache else run())
     return out
+
+
+def run_style_attack(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, decoder: nn.Module,
+                     prototypes: torch.Tensor | None = None, target: torch.Tensor | None = None, batch_size: int = 64,
+                     cache: bool = True, progress: bool = True, **options) -> dict[str, torch.Tensor]:
+    """The feature-space attack (``kind`` ``"fa"``: :func:`~featadv_core.attacks.feature_augmentation`,
+    ``"fi"``: :func:`~featadv_core.attacks.feature_interpolation` with per-image ``prototypes``) in cached chunks.
+
+    Columns: ``images``, ``success``, ``content`` (the kept iterate's content loss), ``first_success``
+    (the step after which each image first succeeded; ``steps + 1``: never). ``y`` are the true labels,
+    ``target`` optional per-image targets; ``options`` go to the attack. The key covers the options,
+    the images, the classifier's and the decoder's weights and the attack's code.
+    """
+    if kind not in ("fa", "fi"):
+        raise ValueError(f"kind must be 'fa' or 'fi', got {kind!r}")
+    if kind == "fi" and prototypes is None:
+        raise ValueError("feature interpolation needs per-image prototypes (attacks.class_prototypes)")
+    device = _device_of(model)
+    attack = attacks.feature_augmentation if kind == "fa" else attacks.feature_interpolation
+    inputs = [x, y] + ([torch.as_tensor(target).long()] if target is not None else []) \
+        + ([prototypes] if kind == "fi" else [])
+
+    def compute(xs, ys, *rest):
+        rest = list(rest)
+        tgt = rest.pop(0).to(device) if target is not None else None
+        args = (xs.to(device), rest[0].to(device)) if kind == "fi" else (xs.to(device),)
+        res = attack(model, *args, ys.to(device), decoder=decoder, target=tgt, details=True, progress=False,
+                     **options)
+        return {"images": res.images.cpu(), "success": res.success.cpu(), "content": res.content.cpu(),
+                "first_success": res.first_success.cpu()}
+
+    params = {"kind": kind, "options": options, "targeted": target is not None,
+              "decoder": state_hash(decoder)}
+    return cached_chunks(f"style-{kind}", params, inputs, compute, batch_size=batch_size, model=model,
+                         code=(attack,), cache=cache, progress=progress)
+
+
+def run_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: float, steps: int,
+            step_size: float, target: torch.Tensor | None = None, seed: int = 0, batch_size: int = 250,
+            cache: bool = True, progress: bool = True) -> dict[str, torch.Tensor]:
+    """L∞ :func:`~featadv_core.attacks.pgd` in cached chunks: columns ``images`` and ``success``.
+
+    ``y=None`` attacks the predicted labels (O2's convention). Each chunk's random start is seeded
+    from ``seed`` and the chunk's images, so it does not depend on which chunks were cached.
+    """
+    device = _device_of(model)
+    labels = y if y is not None else predict(model, x)
+    inputs = [x, labels] + ([torch.as_tensor(target).long()] if target is not None else [])
+
+    def compute(xs, ys, *t):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + int(tensor_hash(xs)[:12], 16))
+        adv, ok, _ = attacks.pgd(model, xs.to(device), ys.to(device), eps=eps, steps=steps, step_size=step_size,
+                                 target=t[0].to(device) if t else None, generator=gen, details=True)
+        return {"images": adv.cpu(), "success": ok.cpu()}
+
+    params = {"eps": eps, "steps": steps, "step_size": step_size, "seed": seed, "targeted": target is not None}
+    return cached_chunks("pgd", params, inputs, compute, batch_size=batch_size, model=model, code=(attacks.pgd,),
+                         cache=cache, progress=progress)

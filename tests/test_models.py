@@ -222,13 +222,14 @@ SHIPPED_LIMIT_BYTES = 60 * 2**20
 
 def test_every_own_model_ships_a_current_checkpoint():
     """A fresh clone never trains: each recipe's shipped checkpoint exists and is of that recipe."""
-    own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe)]
+    own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe) and v.ships]
     assert retrain.stale() == [], "run `make models` (then commit featadv_core/models/checkpoints)"
     total = sum(zoo.shipped_path(k).stat().st_size for k in own)
     assert total <= SHIPPED_LIMIT_BYTES, f"shipped checkpoints take {total / 2**20:.1f} MB"
     for model_id in own:
         card = torch.load(zoo.shipped_path(model_id), weights_only=False)["card"]
-        assert abs(card["test_accuracy"] - card["test_accuracy_fp32"]) < 0.001, model_id  # fp16 costs < 0.1 pp
+        if zoo.ZOO[model_id].trainer is None:  # classifiers; decoders carry their own quality measures
+            assert abs(card["test_accuracy"] - card["test_accuracy_fp32"]) < 0.001, model_id  # fp16 costs < 0.1 pp
         assert {"data_source", "machine", "trained_at", "train_seconds"} <= card.keys()
 
 

@@ -12,7 +12,9 @@
 * :mod:`.subspaces` — S_pos/S_neg/S_flat selection, QR unions, projections, norm fractions,
   SVD of perturbations;
 * :mod:`.saliency` — signed class-score gradients;
-* :mod:`.traces` — class scores along a direction and their summaries (Fig. 1–2).
+* :mod:`.traces` — class scores along a direction and their summaries (Fig. 1–2);
+* :mod:`.perturbation_structure` — a perturbation's low-frequency share and edge alignment
+  (chapter 3's Fig. 3 proxies).
 
 Distances themselves live in :mod:`featadv_core.metrics`. Everything is batched over points
 and device-agnostic.
@@ -20,6 +22,7 @@ and device-agnostic.
 from .attempts import select, summarise
 from .curvature import (BoundaryPoints, Curvatures, boundary_points, curvature_spectrum, fd_step,
                         mean_hessian_product, principal_curvatures, random_orthonormal)
+from .perturbation_structure import edge_correlation, gradient_magnitude, low_frequency_fraction
 from .saliency import saliency
 from .traces import half_line_trend, scores_along, shape_spread, symmetry
 from .subspaces import (STRATEGIES, norm_fractions, project_images, random_fraction, select_directions,
@@ -33,6 +36,7 @@ from .sparsity import active_fraction, active_iou, sparsity_change
 from .statistics import describe, mcnemar, median, spearman
 
 __all__ = [
+    "low_frequency_fraction", "edge_correlation", "gradient_magnitude",
     "knn", "knn_score", "rank_statistic", "knn_intersection",
     "NeighbourhoodSets", "neighbourhood_sets", "PPCA", "ppca_fit", "ppca_delta_loglik",
     "angular_consistency", "DEFAULT_PPCA_COMPONENTS", "DEFAULT_SIGMA2_FLOOR",

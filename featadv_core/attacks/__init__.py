@@ -11,6 +11,9 @@
 * DeepFool (:func:`deepfool`: untargeted, targeted, confined to a subspace, optionally
   unconstrained) and universal perturbations (:func:`universal_perturbation`) for Jetley et al.
   (2018);
+* the projected first-order loop :func:`projected_descent` and on it L∞ :func:`pgd` and the
+  feature-space attack by style perturbation (:func:`feature_augmentation`,
+  :func:`feature_interpolation`; chapter 3);
 * box constraints: :func:`check_images`, :func:`linf_box`, :func:`project`, :func:`quantize`.
 
 Attacks take and return [0, 1] images on the input's device and dtype, never change the model's
@@ -28,6 +31,10 @@ from .lots import lots, lots_iterative, lots_self
 from .feature_linear import feature_linear
 from .feature_opt import feature_opt
 from .label_opt import label_opt
+from .pgd import pgd
+from .projected import DescentResult, Iterate, projected_descent
+from .style import (StyleResult, class_prototypes, content_loss, feature_augmentation, feature_interpolation,
+                    margin_loss, project_simplex)
 from .lbfgsb import minimize_box
 from .solvers import solve
 
@@ -36,4 +43,6 @@ __all__ = ["feature_opt", "label_opt", "feature_linear", "minimize_box", "solve"
            "hot_cold", "line_search", "Attempts", "apply_direction", "scale_grid", "unit_linf", "predict_labels",
            "backpropagate", "lots_direction", "lots_self_direction", "gradient_direction", "hot_cold_direction",
            "all_attempts", "KINDS", "other_classes", "deepfool", "DeepFoolResult", "check_basis",
-           "universal_perturbation", "UniversalResult", "project_ball"]
+           "universal_perturbation", "UniversalResult", "project_ball", "projected_descent", "Iterate",
+           "DescentResult", "pgd", "feature_augmentation", "feature_interpolation", "StyleResult", "class_prototypes",
+           "content_loss", "margin_loss", "project_simplex"]

@@ -15,9 +15,9 @@ __all__ = ["stale", "main"]
 
 
 def stale() -> list[str]:
-    """Our own models whose shipped checkpoint is missing or not of the current recipe."""
+    """Our own shipped models whose checkpoint is missing or not of the current recipe."""
     return [model_id for model_id, spec in zoo.ZOO.items()
-            if isinstance(spec, zoo.Recipe) and not zoo.shipped_is_current(model_id)]
+            if isinstance(spec, zoo.Recipe) and spec.ships and not zoo.shipped_is_current(model_id)]
 
 
 def _bases_first(ids: list[str]) -> list[str]:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="retrain even current checkpoints")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe)]
+    own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe) and v.ships]
     unknown = [i for i in args.ids if i not in own]
     if unknown:
         parser.error(f"unknown model ids {unknown}; the zoo's own models are {', '.join(own)}")
@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> None:
         print("every shipped checkpoint matches its recipe; nothing to do (--all retrains anyway)")
     for model_id in _bases_first(todo):
         card = zoo.train(model_id, device=args.device, out=zoo.shipped_path(model_id))
-        print(f"{model_id}: test accuracy {card['test_accuracy']:.2%} (float32 {card['test_accuracy_fp32']:.2%}), "
-              f"{card['train_seconds']:.0f} s on {card['machine']} → {zoo.shipped_path(model_id)}", flush=True)
+        quality = (f"test accuracy {card['test_accuracy']:.2%} (float32 {card['test_accuracy_fp32']:.2%})"
+                   if "test_accuracy" in card else f"PSNR {card['psnr_db']:.2f} dB, accuracy on g(f(x)) "
+                   f"{card['decoder_accuracy']:.2%} (clean {card['clean_accuracy']:.2%})")
+        if "pgd20_accuracy" in card:
+            quality += f", PGD-20 {card['pgd20_accuracy']:.2%}"
+        print(f"{model_id}: {quality}, {card['train_seconds']:.0f} s on {card['machine']} → {zoo.shipped_path(model_id)}",
+              flush=True)
 
 
 if __name__ == "__main__":

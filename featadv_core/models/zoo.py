@@ -38,7 +38,7 @@ from .. import data
 from ..devices import resolve_device
 from ..features import feature_shapes, layer_names
 from ..repro import atomic_save, code_fingerprint, stable_hash, state_hash
-from . import adversarial_data, architectures
+from . import adain, adversarial_data, adversarial_training, architectures, atda, decoder_evaluation, decoder_training, trades
 from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
 
 __all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
@@ -53,6 +53,8 @@ class WeightsUnavailableError(RuntimeError):
 
 
 TrainData = Callable[["Recipe", "nn.Module | None"], "tuple[torch.Tensor, torch.Tensor]"]
+Trainer = Callable[["nn.Module", "Recipe", "nn.Module | None"], "dict | None"]
+Evaluate = Callable[["nn.Module", "Recipe", "nn.Module | None"], dict]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,16 @@ class Recipe:
     ``loss`` the per-batch loss (:data:`.train.LossFn`; adversarial training passes its own);
     ``train_data(recipe, base_model)`` the training images and labels (e.g. clean ∪ adversarial
     images of the base model); ``None`` is the dataset's whole training split.
+
+    A model that is not a classifier trained by :func:`.train.train_classifier` (chapter 3's
+    style decoder) names its own ``trainer(model, recipe, base_model)``, which trains the freshly
+    built model in place and may return card entries (its loss log); ``config`` is then the trainer's own config dataclass.
+    ``evaluate(model, recipe, base_model)`` returns extra card entries measured on the final
+    (half-precision) weights — a decoder's PSNR, a robust model's PGD accuracy. It is not part
+    of the recipe key: it measures the weights, it does not make them.
+
+    ``ships=False`` marks a paper-scale recipe (torchvision weights, GPU-sized training): no
+    checkpoint ships with the project; :func:`get` trains it into the user cache on first use.
     """
 
     builder: Callable[..., nn.Module]
@@ -73,6 +85,9 @@ class Recipe:
     base: str | None = None
     loss: LossFn = cross_entropy_loss
     train_data: TrainData | None = None
+    trainer: Trainer | None = None
+    evaluate: Evaluate | None = None
+    ships: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class TorchvisionSpec:
     description: str
 
 
+DECODER_STEPS = 8000
 _CIFAR = dict(crop_pad=4, flip=True, label_smoothing=0.1, bf16=True, channels_last=True, batch_size=256)
 
 ZOO: dict[str, Recipe | TorchvisionSpec] = {
@@ -118,6 +134,61 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
     "lenet-mnist-deformed": Recipe(architectures.lenet, "mnist", TrainConfig(epochs=5, lr=0.05, batch_size=64),
                                    "Caffe LeNet on MNIST + elastic/affine deformations (stand-in for InfiMNIST, "
                                    "Rozsa et al. 2017, Table 1)", train_data=adversarial_data.deformed_mnist),
+    # Chapter 3 (feature-space attack): the style decoder of allconv-cifar10's conv2_1 encoder, the CPU
+    # stand-in for the paper's VGG-19 relu2_1 decoder (paper scale: 300k steps × 64 pairs, lr 1e-4).
+    "decoder-allconv-cifar10": Recipe(adain.allconv_style_autoencoder, "cifar10",
+                                      decoder_training.DecoderConfig(steps=DECODER_STEPS, pairs=32, lr=2e-3, decay=2e-4),
+                                      "Style decoder g for allconv-cifar10 cut at conv2_1 (stand-in for the paper's "
+                                      "VGG-19 relu2_1 decoder; called on images it returns g(f(x)))",
+                                      base="allconv-cifar10", trainer=decoder_training.fit_decoder,
+                                      evaluate=decoder_evaluation.evaluate_decoder),
+    # Chapter 3's defended models: ResNet-20s on 20,000 CIFAR-10 training images, 5–8 epochs (CPU stand-ins, about
+    # 10–25 minutes each; every card has its PGD-20 accuracy). Paper: Madry's and TRADES' CIFAR-10 models, Xie et al.'s ImageNet DenoiseAll, ATDA on SVHN.
+    **{model_id: Recipe(builder, "cifar10", TrainConfig(epochs=epochs, lr=0.1, batch_size=128, crop_pad=4, flip=True,
+                                                          weight_decay=5e-4, label_smoothing=smoothing, bf16=True,
+                                                          channels_last=True),
+                        description, loss=loss, train_data=adversarial_training.cifar10_train_20k,
+                        evaluate=adversarial_training.evaluate_robust)
+       for model_id, builder, loss, epochs, smoothing, description in [
+           ("madry-resnet20-cifar10", architectures.resnet20, adversarial_training.pgd3_loss, 8, 0.0,
+            "ResNet-20, PGD-3 adversarial training, ε 8/255 (stand-in for the paper's Madry PGD-trained CIFAR-10 model)"),
+           ("trades-resnet20-cifar10", architectures.resnet20, trades.trades_k3_loss, 5, 0.0,
+            "ResNet-20, TRADES β 6, ε 0.031, 3 KL steps (stand-in for the paper's TRADES WRN-34-10)"),
+           ("atda-resnet20-cifar10", architectures.resnet20, atda.atda_loss, 8, 0.0,
+            "ResNet-20, ATDA adversarial training with domain adaptation, FGSM ε 4/255, on CIFAR-10 "
+            "(stand-in for the paper's SVHN 'Adaption' model: no SVHN offline)"),
+           ("denoise-resnet20-cifar10", architectures.resnet20_denoise, adversarial_training.targeted_pgd3_loss,
+            8, 0.1,
+            "ResNet-20 with non-local denoising blocks, targeted PGD-3 ε 8/255 (stand-in for Xie et al.'s "
+            "ImageNet ResNeXt-101 DenoiseAll)"),
+       ]},
+    # Paper-scale recipes (not shipped: they need torchvision's VGG-19 weights or GPU-sized training).
+    "decoder-vgg19-cifar10": Recipe(adain.vgg19_style_autoencoder, "cifar10",
+                                    decoder_training.DecoderConfig(steps=300_000, pairs=64, lr=1e-4, decay=2e-5, warmup=0),
+                                    "Style decoder for torchvision VGG-19 cut at relu2_1 on 32×32 CIFAR-10 (the paper's "
+                                    "encoder; 300k steps × 64 pairs, lr 1e-4 as the authors' code)",
+                                    base="vgg19", trainer=decoder_training.fit_decoder,
+                                    evaluate=decoder_evaluation.evaluate_decoder, ships=False),
+    "madry-pgd7-resnet20-cifar10": Recipe(architectures.resnet20, "cifar10",
+                                          TrainConfig(epochs=100, lr=0.1, batch_size=128, crop_pad=4, flip=True,
+                                                      weight_decay=5e-4),
+                                          "ResNet-20, Madry PGD-7 adversarial training (ε 8/255, α 2/255), full training "
+                                          "set, 100 epochs (paper scale)", loss=adversarial_training.pgd7_loss,
+                                          evaluate=adversarial_training.evaluate_robust, ships=False),
+    "madry-fgsmrs-resnet20-cifar10": Recipe(architectures.resnet20, "cifar10",
+                                            TrainConfig(epochs=8, lr=0.1, batch_size=128, crop_pad=4, flip=True,
+                                                        weight_decay=5e-4, bf16=True, channels_last=True),
+                                            "ResNet-20, FGSM-RS (Wong et al. 2020) at the CPU budget: overfits "
+                                            "catastrophically (0 % PGD-20), kept to show it",
+                                            loss=adversarial_training.fgsm_rs_loss,
+                                            train_data=adversarial_training.cifar10_train_20k,
+                                            evaluate=adversarial_training.evaluate_robust, ships=False),
+    "trades-k10-resnet20-cifar10": Recipe(architectures.resnet20, "cifar10",
+                                          TrainConfig(epochs=76, lr=0.1, batch_size=128, crop_pad=4, flip=True,
+                                                      weight_decay=2e-4),
+                                          "ResNet-20, TRADES β 6, ε 0.031, 10 KL steps of 0.007, full training set, 76 "
+                                          "epochs (the reference setting)", loss=trades.trades_k10_loss,
+                                          evaluate=adversarial_training.evaluate_robust, ships=False),
     "alexnet": TorchvisionSpec("alexnet", "AlexNet_Weights", "torchvision AlexNet, ImageNet"),
     "vgg16": TorchvisionSpec("vgg16", "VGG16_Weights", "torchvision VGG-16, ImageNet"),
     "vgg19": TorchvisionSpec("vgg19", "VGG19_Weights", "torchvision VGG-19, ImageNet"),
@@ -164,6 +235,13 @@ def recipe_key(model_id: str) -> str:
     retrains nothing else.
     """
     recipe = _recipe(model_id)
+    if recipe.trainer is not None:
+        return stable_hash({
+            "builder": _name(recipe.builder), "dataset": recipe.dataset, "trainer": _name(recipe.trainer),
+            "config": dataclasses.asdict(recipe.config),
+            "base": recipe_key(recipe.base) if recipe.base else None,
+            "code": code_fingerprint(recipe.builder, recipe.trainer),
+        })
     code = [recipe.builder, recipe.loss, train_classifier] + ([recipe.train_data] if recipe.train_data else [])
     return stable_hash({
         "builder": _name(recipe.builder), "dataset": recipe.dataset,
@@ -228,6 +306,8 @@ def train(model_id: str, *, device: str | torch.device = "auto", out: Path | Non
     recipe = _recipe(model_id)
     dev = resolve_device(device)
     base = get(recipe.base, device=dev) if recipe.base else None
+    if recipe.trainer is not None:
+        return _train_own(model_id, recipe, base, dev, out)
     x_train, y_train = (recipe.train_data(recipe, base) if recipe.train_data
                         else data.load(recipe.dataset, "train"))
     x_test, y_test = data.load(recipe.dataset, "test")
@@ -250,6 +330,32 @@ def train(model_id: str, *, device: str | torch.device = "auto", out: Path | Non
         "train_size": len(x_train), "test_size": len(x_test),
         "epochs": recipe.config.epochs, "train_config": dataclasses.asdict(recipe.config),
         "test_accuracy": accuracy(model, x_test, y_test), "test_accuracy_fp32": acc_fp32,
+        **(recipe.evaluate(model.to(dev), recipe, base) if recipe.evaluate else {}),
+        "train_seconds": round(seconds, 1), "train_device": str(dev), "machine": _machine(),
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "recipe_key": recipe_key(model_id), "checkpoint_hash": state_hash(model),
+    }
+    model = model.cpu()
+    atomic_save({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
+    return card
+
+
+def _train_own(model_id: str, recipe: Recipe, base: nn.Module | None, dev: torch.device, out: Path | None) -> dict:
+    """:func:`train` for a recipe with its own ``trainer`` (the card takes the trainer's entries)."""
+    torch.manual_seed(getattr(recipe.config, "seed", 0))  # the initial weights
+    model = _build(recipe).to(dev)
+    start = time.perf_counter()
+    log = recipe.trainer(model, recipe, base) or {}
+    seconds = time.perf_counter() - start
+    model = model.cpu()
+    _round_to_half(model)
+    quality = recipe.evaluate(model.to(dev).eval(), recipe, base) if recipe.evaluate else {}
+    model = model.cpu()
+    card = {
+        "id": model_id, "description": recipe.description, "architecture": _name(recipe.builder),
+        "dataset": recipe.dataset, "data_source": data.data_source(recipe.dataset),
+        "data_source_description": data.describe_source(recipe.dataset), "base": recipe.base,
+        "trainer": _name(recipe.trainer), "train_config": dataclasses.asdict(recipe.config), **quality, **log,
         "train_seconds": round(seconds, 1), "train_device": str(dev), "machine": _machine(),
         "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "recipe_key": recipe_key(model_id), "checkpoint_hash": state_hash(model),

@@ -8,6 +8,7 @@ from .allconv import allconv_cifar
 from .caffenet import caffenet_cifar
 from .lenet import lenet
 from .named import LocalResponseNorm, NamedLayerNet, Normalize, sequential
+from .resnet import DenoisingBlock, resnet20, resnet20_denoise
 
 __all__ = ["NamedLayerNet", "Normalize", "LocalResponseNorm", "sequential", "lenet", "caffenet_cifar",
-           "allconv_cifar"]
+           "allconv_cifar", "resnet20", "resnet20_denoise", "DenoisingBlock"]
