@@ -6,7 +6,11 @@ bare network work it needs — one forward and backward of decoder → encoder +
 same batch — the overhead ratio of issue 11 (target ≤ 1.3). Also PGD's (one forward and
 backward of the classifier).
 
-(b) One epoch of Madry PGD-7 adversarial training (ε 8/255, α 2/255) of the same ResNet-20 on
+(b) O2's noise statistics (``defenses.noise_statistics``): forwards of a batch of noisy copies to the
+penultimate layer, contiguous against channels-last memory format (issue 11 §2; the module uses
+channels-last), for each CIFAR-10 natural model of the zoo.
+
+(c) One epoch of Madry PGD-7 adversarial training (ε 8/255, α 2/255) of the same ResNet-20 on
 the same images: ours (``train_classifier`` with ``adversarial_training.pgd7_loss``) against the
 Adversarial Robustness Toolbox's ``AdversarialTrainerMadryPGD`` (its own PGD and loop, NumPy
 batches), then both models' PGD-20 accuracy on held-out test images (target: ≥ 3× ART's speed at
@@ -22,7 +26,7 @@ import time
 
 import torch
 
-from featadv_core import attacks, data, models
+from featadv_core import attacks, data, features, models
 from featadv_core.devices import resolve_device
 from featadv_core.models import adversarial_training, architectures
 from featadv_core.models.train import TrainConfig, accuracy, train_classifier
@@ -60,6 +64,25 @@ def fsa_overhead(model, ae, x, y, steps: int) -> list[list]:
     return rows
 
 
+def o2_memory_format(model_ids: list[str], batch: int, device) -> list[list]:
+    """Images/s of O2's penultimate-layer forwards, contiguous vs channels-last input, and the largest difference."""
+    x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+    rows = []
+    for mid in model_ids:
+        net = models.get(mid, device=device)
+        layer = {"caffenet-cifar10": "fc7", "allconv-cifar10": "pool4"}[mid]
+        with torch.inference_mode():
+            out = {}
+            times = {}
+            for name, fmt in (("contiguous", torch.contiguous_format), ("channels-last", torch.channels_last)):
+                xi = x.contiguous(memory_format=fmt)
+                times[name] = _timed(lambda xi=xi: out.__setitem__(name, features.forward_to(net, xi, layer)), 3)
+        diff = (out["contiguous"] - out["channels-last"]).abs().max().item()
+        rows.append([mid, layer, batch, batch / times["contiguous"], batch / times["channels-last"],
+                     times["contiguous"] / times["channels-last"], diff])
+    return rows
+
+
 def ours_epoch(x, y, seed: int):
     torch.manual_seed(seed)
     net = architectures.resnet20()
@@ -90,6 +113,7 @@ def main() -> None:
     parser.add_argument("--decoder", default="decoder-allconv-cifar10")
     parser.add_argument("--images", type=int, default=64, help="attack batch")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--o2-batch", type=int, default=1024, help="noisy copies per O2 forward")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--test-images", type=int, default=500)
     parser.add_argument("--skip-art", action="store_true")
@@ -107,7 +131,11 @@ def main() -> None:
                      fsa_overhead(model, ae, x.to(device), y.to(device), args.steps),
                      notes="bare work: FA = decoder → encoder + classifier forward and backward; PGD = classifier. "
                            "Target ≤ 1.3.")
-    tables = [overhead]
+    tables = [overhead, table("O2 noise statistics: penultimate-layer forwards by memory format",
+                              ["model", "layer", "batch", "contiguous (images/s)", "channels-last (images/s)",
+                               "channels-last × faster", "max |difference|"],
+                              o2_memory_format(["caffenet-cifar10", "allconv-cifar10"], args.o2_batch, device),
+                              notes="inference mode; defenses.noise_statistics feeds channels-last batches.")]
     xt, yt = data.load("cifar10", "train", n=args.train_images, seed=1)
     xv, yv = data.load("cifar10", "test", n=args.test_images, seed=2)
     rows = []

@@ -149,3 +149,25 @@ def test_odds_bad_inputs(odds_setup):
         det.calibrate_threshold(x[:10], 1.5)
     with pytest.raises(ValueError, match="same length"):
         fit_odds(model, x[:10], y[:5], feature_layer="2", head=model[3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=12), st.lists(st.integers(-5, 5), min_size=1, max_size=12))
+def test_roc_auc_is_the_share_of_correctly_ordered_pairs(neg, pos):
+    """Known answer by brute force over all pairs (ties count ½); swapping the sides gives 1 − AUC."""
+    from featadv_core.metrics import roc_auc
+
+    neg_t, pos_t = torch.tensor(neg, dtype=torch.float64), torch.tensor(pos, dtype=torch.float64)
+    brute = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert roc_auc(neg_t, pos_t) == pytest.approx(brute)
+    assert roc_auc(pos_t, neg_t) == pytest.approx(1 - brute)
+    assert roc_auc(neg_t.exp(), pos_t.exp()) == pytest.approx(brute)  # invariant to monotone maps
+
+
+def test_roc_auc_bad_inputs():
+    from featadv_core.metrics import roc_auc
+
+    with pytest.raises(ValueError, match="at least one"):
+        roc_auc(torch.tensor([]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc(torch.tensor([float("nan")]), torch.tensor([1.0]))
