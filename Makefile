@@ -36,7 +36,7 @@ paper: $(STAMP)
 
 # Every benchmark, results as JSON (with the machine they ran on) in benchmarks/results/. Peers that are
 # not installed (benchmarks/requirements.txt) are reported as such.
-BENCHMARKS := feature_opt_solvers lots_attempts training_speed deepfool_peers fsa_speed
+BENCHMARKS := feature_opt_solvers solver_overhead lots_attempts training_speed deepfool_peers fsa_speed
 bench: $(STAMP)
 	mkdir -p benchmarks/results
 	for b in $(BENCHMARKS); do \

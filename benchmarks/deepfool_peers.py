@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from featadv_core import analysis, attacks, data, models
 from featadv_core.devices import resolve_device
-from report import emit, table
+from report import best_of, emit, table
 
 OVERSHOOT, STEPS, CANDIDATES = 0.02, 50, 10
 
@@ -107,21 +107,12 @@ def iteration_overhead(model, x, repeats: int = 3) -> dict:
     attacks.deepfool(model, x, overshoot=OVERSHOOT, max_iter=STEPS, candidates=CANDIDATES, box=(0.0, 1.0))
     handle.remove()
 
-    def best(fn):
-        fn()
-        out = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            out = min(out, time.perf_counter() - start)
-        return out
-
-    full = best(lambda: attacks.deepfool(model, x, overshoot=OVERSHOOT, max_iter=STEPS, candidates=CANDIDATES,
-                                         box=(0.0, 1.0)))
-    bare = best(lambda: [_bare_step(model, n, x) for n in sizes])
-    one = best(lambda: attacks.deepfool(model, x, overshoot=OVERSHOOT, max_iter=1, candidates=CANDIDATES,
-                                        box=(0.0, 1.0)))
-    one_bare = best(lambda: _bare_step(model, len(x), x))
+    full = best_of(lambda: attacks.deepfool(model, x, overshoot=OVERSHOOT, max_iter=STEPS, candidates=CANDIDATES,
+                                            box=(0.0, 1.0)), repeats)
+    bare = best_of(lambda: [_bare_step(model, n, x) for n in sizes], repeats)
+    one = best_of(lambda: attacks.deepfool(model, x, overshoot=OVERSHOOT, max_iter=1, candidates=CANDIDATES,
+                                           box=(0.0, 1.0)), repeats)
+    one_bare = best_of(lambda: _bare_step(model, len(x), x), repeats)
     return {"iterations": len(sizes), "active images per iteration": sizes, "run": full, "run bare": bare,
             "one": one, "one bare": one_bare}
 

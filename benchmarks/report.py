@@ -1,4 +1,4 @@
-"""Shared output of the benchmarks: markdown tables on stdout and, with ``--json``, a machine-readable record.
+"""Shared by the benchmarks: markdown tables on stdout, with ``--json`` a machine-readable record, and timing.
 
 Every benchmark builds its results as :func:`table` dicts and calls :func:`emit`, which prints
 them and, given a path, writes ``{"benchmark", "created", "command", "machine", "context",
@@ -12,11 +12,12 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["machine", "table", "emit"]
+__all__ = ["machine", "table", "emit", "best_of"]
 
 
 def _cpu_model() -> str:
@@ -43,6 +44,17 @@ def table(title: str, columns: list[str], rows: list[list], notes: str = "") -> 
     if any(len(r) != len(columns) for r in rows):
         raise ValueError(f"every row of {title!r} needs {len(columns)} cells")
     return {"title": title, "columns": list(columns), "rows": [list(r) for r in rows], "notes": notes}
+
+
+def best_of(fn, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn()``, after one warm-up call."""
+    fn()
+    out = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - start)
+    return out
 
 
 def _cell(v) -> str:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from featadv_core.defenses import fit_odds, gaussian_cutoff, noise_statistics
+from featadv_core.defenses import fit_odds, gaussian_cutoff, noise_statistics, threshold_for_fpr
 from featadv_core.models import adversarial_training as at
 from featadv_core.models import atda, trades
 from featadv_core.models.architectures import DenoisingBlock, resnet20, resnet20_denoise
@@ -139,6 +139,24 @@ def test_odds_false_positive_rate_matches_its_nominal_level(odds_setup, fpr):
     flagged = det.detect(x[1050:]).float().mean().item()
     n = 450
     assert abs(flagged - fpr) <= 3.5 * math.sqrt(fpr * (1 - fpr) * (1 / n + 1 / n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-50, 50, allow_nan=False), min_size=1, max_size=200, unique=True),
+       st.integers(0, 5), st.floats(0.01, 0.99))
+def test_threshold_for_fpr_flags_at_most_the_nominal_share(finite, n_inf, fpr):
+    """Over distinct finite scores, the count above the threshold is fpr·n within one image; −∞ entries are ignored."""
+    s = torch.tensor(finite + [float("-inf")] * n_inf, dtype=torch.float64)
+    t = threshold_for_fpr(s, fpr)
+    above = (torch.tensor(finite, dtype=torch.float64) > t).sum().item()
+    assert abs(above - fpr * len(finite)) < 1
+
+
+def test_threshold_for_fpr_bad_inputs():
+    with pytest.raises(ValueError, match="fpr"):
+        threshold_for_fpr(torch.zeros(5), 0.0)
+    with pytest.raises(ValueError, match="no finite"):
+        threshold_for_fpr(torch.full((4,), float("-inf")), 0.1)
 
 
 def test_odds_bad_inputs(odds_setup):

@@ -148,6 +148,23 @@ def test_decoder_training_lowers_its_losses():
     ae.check()  # the fingerprint matches the calibrated encoder
 
 
+def test_decoder_pixel_term_is_the_reconstruction_error_and_is_logged(ae):
+    """The optional pixel term (a deviation, DecoderConfig.pixel_weight) is ‖g(f(x)) − x‖² per image;
+    the paper's two losses are unchanged by asking for it, and training with it logs it."""
+    torch.manual_seed(3)
+    x, s = torch.rand(5, 3, 32, 32), torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        l_c, l_s = decoder_losses(ae, x, s)
+        l_c2, l_s2, l_p = decoder_losses(ae, x, s, pixel=True)
+        expected = (ae(x) - x).pow(2).flatten(1).sum(1)
+    assert torch.allclose(l_c, l_c2) and torch.allclose(l_s, l_s2)
+    assert torch.allclose(l_p, expected, rtol=1e-5)
+    fresh = adain.allconv_style_autoencoder()
+    log = train_decoder(fresh, torch.rand(16, 3, 32, 32), torch.arange(16) % 2,
+                        DecoderConfig(steps=2, pairs=4, calibration_images=8, warmup=1, pixel_weight=1.0))
+    assert set(log[-1]) == {"step", "content", "style", "pixel"}
+
+
 def test_psnr_known_answer():
     x = torch.zeros(1, 3, 4, 4)
     assert psnr(x + 0.1, x).item() == pytest.approx(20.0, abs=1e-4)

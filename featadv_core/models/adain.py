@@ -28,7 +28,6 @@ from collections import OrderedDict
 import hashlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .architectures.allconv import allconv_cifar

@@ -99,7 +99,7 @@ class TorchvisionSpec:
     description: str
 
 
-DECODER_STEPS = 8000
+DECODER_STEPS = 4000
 _CIFAR = dict(crop_pad=4, flip=True, label_smoothing=0.1, bf16=True, channels_last=True, batch_size=256)
 
 ZOO: dict[str, Recipe | TorchvisionSpec] = {
@@ -136,10 +136,14 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
                                    "Rozsa et al. 2017, Table 1)", train_data=adversarial_data.deformed_mnist),
     # Chapter 3 (feature-space attack): the style decoder of allconv-cifar10's conv2_1 encoder, the CPU
     # stand-in for the paper's VGG-19 relu2_1 decoder (paper scale: 300k steps × 64 pairs, lr 1e-4).
+    # pixel_weight: our identity-reconstruction term (a deviation, see decoder_training): with the
+    # feature losses alone 8,000 steps reached 21.4 dB PSNR, under the chapter's 25 dB gate.
     "decoder-allconv-cifar10": Recipe(adain.allconv_style_autoencoder, "cifar10",
-                                      decoder_training.DecoderConfig(steps=DECODER_STEPS, pairs=32, lr=2e-3, decay=2e-4),
+                                      decoder_training.DecoderConfig(steps=DECODER_STEPS, pairs=32, lr=2e-3, decay=2e-4,
+                                                                     pixel_weight=4.0),
                                       "Style decoder g for allconv-cifar10 cut at conv2_1 (stand-in for the paper's "
-                                      "VGG-19 relu2_1 decoder; called on images it returns g(f(x)))",
+                                      "VGG-19 relu2_1 decoder; called on images it returns g(f(x))); trained with "
+                                      "the paper's content and style losses plus our pixel term (pixel_weight)",
                                       base="allconv-cifar10", trainer=decoder_training.fit_decoder,
                                       evaluate=decoder_evaluation.evaluate_decoder),
     # Chapter 3's defended models: ResNet-20s on 20,000 CIFAR-10 training images, 5–8 epochs (CPU stand-ins, about
