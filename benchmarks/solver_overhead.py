@@ -14,15 +14,21 @@ checks (label-opt's success forwards; the guide features, once). Targets (issue 
 for ``lbfgsb``, ≤ 1.3× for the others. ``scipy`` is the per-pair reference: its bare work is the
 same passes at batch 1, so its ratio shows what Python, NumPy and the Fortran cost per call.
 
-Also one row per §2 option on the bare ``feature_opt`` pass at the full batch: channels-last
-input, ``torch.compile`` of the model (``--compile``; minutes of compilation on a CPU), and the
-no-gradient guide forward under ``torch.inference_mode`` against ``torch.no_grad``.
+Both attacks and their bare work run the network on channels-last input (what ``feature_opt`` and
+``label_opt`` do since this benchmark measured it), so the ratio charges no layout to either side.
+
+Also one row per §2 option on the bare ``feature_opt`` pass at the full batch, against the eager
+pass on contiguous input: channels-last input (adopted), channels-last input and weights (would
+mean converting the caller's model), ``torch.compile`` of the model (``--compile``; minutes of
+compilation on a CPU), other torch thread counts (one, and twice the cores: oversubscribed), and
+the no-gradient guide forward under ``torch.inference_mode`` against ``torch.no_grad``.
 
     FEATADV_DATA_DIR=/work/shared/data python benchmarks/solver_overhead.py --pairs 32 --steps 100
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 
@@ -56,17 +62,20 @@ def record_passes(model, run) -> tuple[float, list[int]]:
     return seconds, sizes
 
 
-def bare_feature_pass(model, layer, x, target):
-    """One evaluation of Eq. 1's gradient: forward to ``layer``, the input's gradient only."""
+def bare_feature_pass(model, layer, x, target, layout=torch.channels_last):
+    """One evaluation of Eq. 1's gradient: forward to ``layer``, the input's gradient only, in the
+    memory layout ``feature_opt`` runs the network in (channels-last)."""
     xg = x.detach().requires_grad_(True)
-    loss = (features.forward_to(model, xg, layer).flatten(1) - target).square().sum()
+    loss = (features.forward_to(model, xg.contiguous(memory_format=layout), layer).flatten(1) - target).square().sum()
     torch.autograd.grad(loss, xg)
 
 
 def bare_label_pass(model, x, y):
-    """One evaluation of label-opt's network term: full forward, the input's gradient of the cross-entropy."""
+    """One evaluation of label-opt's network term: full forward, the input's gradient of the cross-entropy
+    (channels-last, as ``label_opt`` runs it)."""
     xg = x.detach().requires_grad_(True)
-    torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
+    torch.autograd.grad(F.cross_entropy(model(xg.contiguous(memory_format=torch.channels_last)), y,
+                                        reduction="sum"), xg)
 
 
 def bare_linear_pass(model, layer, x, d, r):
@@ -116,33 +125,93 @@ def overhead_rows(model, layer, x_src, x_guide, y_target, *, eps, steps, solvers
     return rows
 
 
+def lbfgsb_breakdown(model, layer, x_src, x_guide, *, eps, steps) -> list[list]:
+    """Where ``lbfgsb``'s overhead goes: one ``feature_opt`` run with the solver's phase functions wrapped in
+    timers (the network evaluations, the Cauchy point, the subspace step, the compact Hessian, the memory
+    update and what is left: line-search tests, projections, convergence checks). Phases nest
+    (``_update_and_direction`` calls the three middle ones), so each row is that phase's own time."""
+    from featadv_core.attacks import lbfgsb, solvers
+
+    spent = dict.fromkeys(["evaluations", "_cauchy_point", "_subspace_step", "_compact", "_update_and_direction"], 0.0)
+    calls = {"n": 0}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+        return wrapper
+
+    originals = {name: getattr(lbfgsb, name) for name in list(spent)[1:]}
+    minimize = solvers.minimize_box
+
+    def minimize_timed(value_and_grad, *args, **kwargs):
+        def counted(x, idx):
+            calls["n"] += 1
+            return value_and_grad(x, idx)
+        return minimize(timed("evaluations", counted), *args, **kwargs)
+
+    try:
+        for name, fn in originals.items():
+            setattr(lbfgsb, name, timed(name, fn))
+        solvers.minimize_box = minimize_timed
+        start = time.perf_counter()
+        feature_opt(model, x_src, x_guide, layer=layer, eps=eps, steps=steps, solver="lbfgsb", progress=False)
+        total = time.perf_counter() - start
+    finally:
+        for name, fn in originals.items():
+            setattr(lbfgsb, name, fn)
+        solvers.minimize_box = minimize
+    own = {"network evaluations (value and gradient)": spent["evaluations"],
+           "generalized Cauchy point (breakpoint walk)": spent["_cauchy_point"],
+           "subspace minimisation (W_FᵀW_F, 2m×2m solve)": spent["_subspace_step"],
+           "compact Hessian (2m×2m inverse)": spent["_compact"],
+           "memory update (new s, y against the old memory)": spent["_update_and_direction"] - spent["_cauchy_point"]
+           - spent["_subspace_step"] - spent["_compact"]}
+    own["the rest (line-search tests, projections, convergence, guide forward)"] = total - sum(own.values())
+    n = max(calls["n"], 1)
+    return [[phase, seconds * 1e3 / n, seconds / total] for phase, seconds in own.items()]
+
+
 def option_rows(model, layer, x_src, x_guide, *, compile_model: bool, repeats: int) -> list[list]:
     """§2: the bare pass at the full batch under each option, as a ratio to the plain eager pass."""
     target = features.forward_to(model, x_guide, layer).detach().flatten(1)
-    plain = best_of(lambda: bare_feature_pass(model, layer, x_src, target), repeats)
+    plain = best_of(lambda: bare_feature_pass(model, layer, x_src, target, torch.contiguous_format), repeats)
     rows = [["eager, contiguous (reference)", plain * 1e3, 1.0, 0.0]]
 
-    def grad_of(m, x):
+    def grad_of(m, x, layout=torch.contiguous_format):
         xg = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad((features.forward_to(m, xg, layer).flatten(1) - target).square().sum(), xg)
+        phi = features.forward_to(m, xg.contiguous(memory_format=layout), layer).flatten(1)
+        (g,) = torch.autograd.grad((phi - target).square().sum(), xg)
         return g
 
     ref = grad_of(model, x_src)
-    x_cl = x_src.contiguous(memory_format=torch.channels_last)
-    cl_model = model.to(memory_format=torch.channels_last)
-    t = best_of(lambda: bare_feature_pass(cl_model, layer, x_cl, target), repeats)
-    diff = (grad_of(cl_model, x_cl) - ref).abs().max().item()
-    model.to(memory_format=torch.contiguous_format)
+    t = best_of(lambda: bare_feature_pass(model, layer, x_src, target, torch.channels_last), repeats)
+    diff = (grad_of(model, x_src, torch.channels_last) - ref).abs().max().item()
+    rows.append(["channels-last input (adopted: feature_opt, label_opt)", t * 1e3, plain / t, diff])
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    t = best_of(lambda: bare_feature_pass(cl_model, layer, x_src, target, torch.channels_last), repeats)
+    diff = (grad_of(cl_model, x_src, torch.channels_last) - ref).abs().max().item()
     rows.append(["channels-last input and weights", t * 1e3, plain / t, diff])
     if compile_model:
         compiled = torch.compile(model)
         compiled.layer_map = model.layer_map
         start = time.perf_counter()
-        bare_feature_pass(compiled, layer, x_src, target)
+        bare_feature_pass(compiled, layer, x_src, target, torch.contiguous_format)
         warm = time.perf_counter() - start
-        t = best_of(lambda: bare_feature_pass(compiled, layer, x_src, target), repeats)
+        t = best_of(lambda: bare_feature_pass(compiled, layer, x_src, target, torch.contiguous_format), repeats)
         diff = (grad_of(compiled, x_src) - ref).abs().max().item()
-        rows.append([f"torch.compile (first call {warm:.0f} s)", t * 1e3, plain / t, diff])
+        rows.append([f"torch.compile of the model (first call {warm:.0f} s)", t * 1e3, plain / t, diff])
+    threads = torch.get_num_threads()
+    for n in sorted({1, threads, 2 * (os.cpu_count() or 1)} - {threads}):
+        torch.set_num_threads(n)
+        try:
+            t = best_of(lambda: bare_feature_pass(model, layer, x_src, target, torch.contiguous_format), repeats)
+        finally:
+            torch.set_num_threads(threads)
+        rows.append([f"{n} torch threads instead of {threads} ({os.cpu_count()} cores)", t * 1e3, plain / t, 0.0])
 
     def guide(ctx):
         with ctx():
@@ -183,6 +252,7 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}", flush=True)
     rows = overhead_rows(model, args.layer, x_src, x_guide, y_target, eps=eps, steps=args.steps,
                          solvers=args.solvers.split(","), search_steps=args.search_steps, repeats=args.repeats)
+    breakdown = lbfgsb_breakdown(model, args.layer, x_src, x_guide, eps=eps, steps=args.steps)
     opts = option_rows(model, args.layer, x_src, x_guide, compile_model=args.compile, repeats=max(args.repeats, 3))
     emit("solver_overhead", [
         table(f"overhead over the bare network work: {args.model} {args.layer}, eps {args.eps}, {args.pairs} pairs, "
@@ -190,6 +260,9 @@ def main(argv=None) -> None:
                                           "run (s)", "bare work (s)", "overhead ratio"], rows,
               notes="bare work: the same gradient-carrying passes, replayed alone (see the benchmark's docstring); "
                     "targets ≤ 1.15 (lbfgsb) and ≤ 1.3 (others)"),
+        table(f"where lbfgsb's time goes: feature_opt on {args.pairs} pairs, {args.steps} iterations",
+              ["phase", "ms per network evaluation", "share of the run"], breakdown,
+              notes="each phase's own time (nested phases subtracted), per evaluation of the whole batch"),
         table(f"cheaper network evaluations (§2): one bare feature_opt pass on {args.pairs} pairs",
               ["option", "ms per pass", "speed-up vs reference", "max |Δ gradient|"], opts)],
         device=device, json_path=args.json,

@@ -13,7 +13,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["layer_names", "extract", "forward_to", "feature_shapes"]
+__all__ = ["layer_names", "extract", "forward_to", "feature_shapes", "model_dtype"]
+
+
+def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The floating dtype ``model`` computes in: its first floating parameter's or buffer's
+    (``default`` if it has none). Attacks cast their inputs to it (a half-precision model gets
+    half-precision images) and their results back to the caller's dtype."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return default
 
 
 def _layer_map(model: nn.Module) -> dict[str, str]:

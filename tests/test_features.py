@@ -57,3 +57,14 @@ def test_feature_shapes(tiny_lenet):
     shapes = features.feature_shapes(tiny_lenet, (1, 28, 28))
     assert shapes == {"conv1": (20, 24, 24), "pool1": (20, 12, 12), "conv2": (50, 8, 8),
                       "pool2": (50, 4, 4), "ip1": (500,), "ip2": (10,)}
+
+
+def test_model_dtype_is_the_first_floating_tensor():
+    """What attacks cast their inputs to: a parameter's dtype, else a floating buffer's, else the default."""
+    assert features.model_dtype(torch.nn.Linear(2, 2).double(), torch.float32) == torch.float64
+    assert features.model_dtype(torch.nn.Linear(2, 2).half(), torch.float32) == torch.float16
+    assert features.model_dtype(torch.nn.ReLU(), torch.float64) == torch.float64   # no tensors: the default
+    counter = torch.nn.Module()
+    counter.register_buffer("steps", torch.zeros((), dtype=torch.long))              # integer buffers do not count
+    counter.register_buffer("scale", torch.ones((), dtype=torch.bfloat16))
+    assert features.model_dtype(counter, torch.float32) == torch.bfloat16

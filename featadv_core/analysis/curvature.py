@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import features
 from ..attacks.deepfool import deepfool
-from ..attacks.feature_opt import _model_dtype
 
 __all__ = ["Curvatures", "BoundaryPoints", "fd_step", "boundary_points", "mean_hessian_product",
            "curvature_spectrum", "principal_curvatures", "random_orthonormal"]
@@ -173,7 +173,7 @@ def mean_hessian_product(model: nn.Module, bp: BoundaryPoints, directions: torch
         raise ValueError(f"directions must be k×{dim}, got shape {tuple(directions.shape)}")
     if not m:
         raise ValueError(f"no boundary points for class {bp.target}: the targeted DeepFool found none")
-    mdtype = _model_dtype(model, z.dtype)
+    mdtype = features.model_dtype(model, z.dtype)
     scale = directions.double().norm(dim=1)
     u = (directions.double() / scale.clamp_min(1e-300)[:, None]).to(mdtype)
     zf = z.to(mdtype).flatten(1)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.feature_opt import _model_dtype
+from .. import features
 from .statistics import spearman
 
 __all__ = ["scores_along", "half_line_trend", "symmetry", "shape_spread"]
@@ -33,7 +33,7 @@ def scores_along(model: nn.Module, x: torch.Tensor, direction: torch.Tensor, s: 
     if not norm > 0:
         raise ValueError("direction must be non-zero")
     d = d / norm
-    device, dtype = next(model.parameters()).device, _model_dtype(model, x.dtype)
+    device, dtype = next(model.parameters()).device, features.model_dtype(model, x.dtype)
     grid = (x[:, None] + s.to(x.device)[None, :, None, None, None] * d).reshape(-1, *x.shape[1:])
     out = torch.cat([model(grid[i:i + batch_size].to(device=device, dtype=dtype)).float().cpu()
                      for i in range(0, len(grid), batch_size)])

@@ -18,7 +18,6 @@ from torch import nn
 from .. import features
 from .box import check_images
 from .directions import gradient_direction, hot_cold_direction, lots_direction
-from .feature_opt import _model_dtype
 from .line_search import line_search, predict_labels
 
 __all__ = ["KINDS", "all_attempts", "other_classes"]
@@ -67,7 +66,7 @@ def all_attempts(
     n, device = len(x), x.device
     y = predict_labels(model, x, batch_size=batch_size)
     with torch.no_grad():
-        num_classes = model(x_targets[:1].to(_model_dtype(model, x.dtype))).shape[1]
+        num_classes = model(x_targets[:1].to(features.model_dtype(model, x.dtype))).shape[1]
     if "lots" in kinds:
         if len(x_targets) != num_classes:
             raise ValueError(f"x_targets must hold one image per class ({num_classes}), got {len(x_targets)}")
@@ -98,7 +97,7 @@ def all_attempts(
     if "lots" in kinds:
         for li, layer in enumerate(layers):
             with torch.no_grad():
-                f_t = features.forward_to(model, x_targets.to(_model_dtype(model, x.dtype)), layer)
+                f_t = features.forward_to(model, x_targets.to(features.model_dtype(model, x.dtype)), layer)
             eta = _chunked(lambda s: lots_direction(model, x[rows_o[s]], f_t[others[s]], layer=layer),
                            len(rows_o), batch_size)
             add(rows_o, "lots", li, others, eta, eps_max_value)

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import features
 from .box import check_images
-from .feature_opt import _model_dtype
 
 __all__ = ["DeepFoolResult", "deepfool", "check_basis"]
 
@@ -128,7 +128,7 @@ def _deepfool(model: nn.Module, x: torch.Tensor, *, overshoot: float, max_iter: 
         raise ValueError(f"max_iter must be ≥ 0, got {max_iter}")
     if box is not None and not box[0] < box[1]:
         raise ValueError(f"box must be (lo, hi) with lo < hi, or None, got {box!r}")
-    mdtype = _model_dtype(model, x.dtype)
+    mdtype = features.model_dtype(model, x.dtype)
     x0 = x.detach().to(mdtype)
     n, dim = len(x0), x0[0].numel() if len(x0) else int(torch.tensor(x0.shape[1:]).prod())
     q = None if basis is None else check_basis(basis, dim).detach().to(device=x0.device, dtype=mdtype)

@@ -26,7 +26,6 @@ from torch import nn
 
 from .. import features
 from .box import check_images
-from .feature_opt import _model_dtype
 
 __all__ = ["backpropagate", "lots_direction", "lots_self_direction", "gradient_direction", "hot_cold_direction"]
 
@@ -40,7 +39,7 @@ def backpropagate(model: nn.Module, x: torch.Tensor, vector: Callable[[torch.Ten
     direction in ``x``'s dtype. The model's mode and parameters are untouched.
     """
     check_images(x)
-    mdtype = _model_dtype(model, x.dtype)
+    mdtype = features.model_dtype(model, x.dtype)
     with torch.enable_grad():
         xg = x.detach().to(mdtype).requires_grad_(True)
         f = model(xg) if layer is None else features.forward_to(model, xg, layer)

@@ -20,7 +20,7 @@ from torch.func import jvp, vjp
 
 from .. import features
 from .box import linf_box, project, quantize as quantize_box
-from .feature_opt import _check_pair, _model_dtype
+from .feature_opt import _check_pair
 from .solvers import solve
 
 __all__ = ["feature_linear", "linearized_features"]
@@ -37,7 +37,7 @@ def linearized_features(
     the images (then ``d``/``r`` hold only those). Each image's Jacobian is its own block, as
     the model treats the images of a batch independently (eval mode).
     """
-    mdtype = _model_dtype(model, x_src.dtype)
+    mdtype = features.model_dtype(model, x_src.dtype)
     x_src = x_src.detach()
 
     def phi(z: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def feature_linear(
     """
     _check_pair(x_src, x_guide)
     lo, hi = linf_box(x_src, eps)
-    mdtype = _model_dtype(model, x_src.dtype)
+    mdtype = features.model_dtype(model, x_src.dtype)
     with torch.no_grad():
         target = features.forward_to(model, x_guide.to(mdtype), layer).detach().flatten(1)
     phi_s, jvp_fn, vjp_fn = linearized_features(model, x_src, layer=layer)

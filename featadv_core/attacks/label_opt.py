@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import features
 from .box import check_images, linf_box, project
-from .feature_opt import _model_dtype
 from .solvers import solve
 
 __all__ = ["label_opt"]
@@ -72,7 +72,7 @@ def label_opt(
     tgt = tgt.long().expand(N) if tgt.dim() == 0 else tgt.long()
     if tgt.shape[0] != N:
         raise ValueError(f"target must have {N} labels (one per source), got {tgt.shape[0]}")
-    mdtype = _model_dtype(model, x_src.dtype)
+    mdtype = features.model_dtype(model, x_src.dtype)
     xs = x_src.detach()
     with torch.no_grad():
         n_classes = model(xs[:1].to(mdtype)).shape[1]
@@ -98,7 +98,7 @@ def label_opt(
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
                 r = (x - xs[idx]).to(mdtype).flatten(1)
-                logits = model(x.to(mdtype))
+                logits = model(x.to(mdtype).contiguous(memory_format=torch.channels_last))  # as feature_opt
                 loss = c[idx] * r.square().sum(1) + F.cross_entropy(logits, tgt[idx], reduction="none")
                 (grad,) = torch.autograd.grad(loss.sum(), x)
             return loss.detach(), grad

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import features
 from .box import check_images
-from .feature_opt import _model_dtype
 
 __all__ = ["Attempts", "line_search", "apply_direction", "scale_grid", "unit_linf", "predict_labels"]
 
@@ -108,7 +108,7 @@ def scale_grid(eps_max: float, points: int, *, levels: int = GREY) -> torch.Tens
 @torch.no_grad()
 def predict_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """argmax of the logits, in chunks of ``batch_size``, in the model's dtype (on ``x``'s device)."""
-    mdtype = _model_dtype(model, x.dtype)
+    mdtype = features.model_dtype(model, x.dtype)
     if not len(x):
         return torch.zeros(0, dtype=torch.long, device=x.device)
     return torch.cat([model(x[i:i + batch_size].to(mdtype)).argmax(1) for i in range(0, len(x), batch_size)])

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .. import features
 from .box import check_images
 from .directions import lots_direction, lots_self_direction
-from .feature_opt import _check_pair, _model_dtype
+from .feature_opt import _check_pair
 from .line_search import GREY, Attempts, _norms, apply_direction, line_search, predict_labels, unit_linf
 
 __all__ = ["lots", "lots_self", "lots_iterative", "STOPS"]
@@ -39,7 +39,7 @@ def _target_setup(model: nn.Module, x_origin: torch.Tensor, x_target: torch.Tens
     if len(same):
         raise ValueError(f"{len(same)} target(s) are classified as their origin's class (first: pair "
                          f"{int(same[0])}, class {int(y_o[same[0]])}); LOTS needs a target of another class")
-    mdtype = _model_dtype(model, x_target.dtype)
+    mdtype = features.model_dtype(model, x_target.dtype)
     with torch.no_grad():
         feats = torch.cat([features.forward_to(model, x_target[i:i + batch_size].to(mdtype), layer)
                            for i in range(0, len(x_target), batch_size)])

@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import features
 from .box import check_images
 from .deepfool import _deepfool
-from .feature_opt import _model_dtype
 
 __all__ = ["UniversalResult", "universal_perturbation", "project_ball"]
 
@@ -83,7 +83,7 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, p: f
     if max_passes < 1:
         raise ValueError(f"max_passes must be ≥ 1, got {max_passes}")
     project_ball(torch.zeros(1), xi, p)  # validates xi and p
-    mdtype = _model_dtype(model, x.dtype)
+    mdtype = features.model_dtype(model, x.dtype)
     clean = _labels(model, x, mdtype)
     with torch.no_grad():
         num_classes = model(x[:1].to(mdtype)).shape[1]
