@@ -77,7 +77,7 @@ def feature_opt(
     def value_and_grad(x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            # channels-last convolutions: ≈ 1.27× faster passes on CPU for colour images, same values up
+            # channels-last convolutions: ≈ 1.2–1.3× faster passes on CPU for colour images, same values up
             # to float round-off (benchmarks/solver_overhead.py); the gradient comes back in x's layout
             phi = features.forward_to(model, x.to(mdtype).contiguous(memory_format=torch.channels_last),
                                       layer).flatten(1)
