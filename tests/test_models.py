@@ -131,35 +131,54 @@ def test_retrain_writes_stale_shipped_checkpoints(tiny_zoo, capsys):
         retrain.main(["alexnet"])
 
 
-def test_recipe_key_follows_code_and_recipe_not_docs_or_zoo(tiny_zoo, monkeypatch):
+def test_recipe_key_follows_recipe_and_version_not_code_or_zoo(tiny_zoo, monkeypatch):
     key = models.recipe_key("lenet-mnist")
     assert key == models.recipe_key("lenet-mnist")
     monkeypatch.setitem(zoo.ZOO, "other", zoo.Recipe(architectures.allconv_cifar, "cifar10", TrainConfig(epochs=1), "x"))
     assert models.recipe_key("lenet-mnist") == key, "adding a model changes no other key"
     for change in (dict(config=TrainConfig(epochs=2)), dict(dataset="fashion_mnist"), dict(loss=_zero_loss),
-                   dict(builder=architectures.caffenet_cifar)):
+                   dict(builder=architectures.caffenet_cifar), dict(version=2)):
         monkeypatch.setitem(zoo.ZOO, "x", dataclasses.replace(zoo.ZOO["lenet-mnist"], **change))
         assert models.recipe_key("x") != key, change
     monkeypatch.setitem(zoo.ZOO, "tuned", dataclasses.replace(zoo.ZOO["lenet-mnist"], base="lenet-mnist"))
     tuned = models.recipe_key("tuned")
     zoo.ZOO["lenet-mnist"] = dataclasses.replace(zoo.ZOO["lenet-mnist"], config=TrainConfig(epochs=3))
     assert models.recipe_key("tuned") != tuned, "a fine-tuned model's key follows its base"
+    monkeypatch.setattr(zoo, "code_fingerprint", lambda *objs: "edited")
+    assert models.recipe_key("tuned") == zoo.recipe_key("tuned"), "an edit to the code re-keys nothing"
 
 
-def test_recipe_key_hashes_the_code_that_trains(tiny_zoo, monkeypatch):
-    """The key's code part is repro.code_fingerprint (docstrings/comments stripped, tested in
-    test_repro) of the builder, the loss and the training loop: not of the zoo module."""
+def test_recipe_key_of_a_torchvision_base():
+    """The paper-scale decoder starts from torchvision's VGG-19: its key must not need a recipe for it."""
+    key = zoo.recipe_key("decoder-vgg19-cifar10")
+    assert len(key) == 64 and key != zoo.recipe_key("decoder-allconv-cifar10")
+
+
+def test_code_drift_warns_and_restamp_clears_it(tiny_zoo, monkeypatch):
+    """The code's fingerprint is a warning in the card: drift is listed, a restamp records it, weights untouched."""
     seen = []
 
     def fake_fingerprint(*objs):
         seen.append(objs)
-        return "v1" if len(seen) == 1 else "v2"
+        return "v1"
 
     monkeypatch.setattr(zoo, "code_fingerprint", fake_fingerprint)
-    k1, k2 = models.recipe_key("lenet-mnist"), models.recipe_key("lenet-mnist")
-    assert k1 != k2, "a code change changes the key"
+    zoo.train("lenet-mnist", out=zoo.shipped_path("lenet-mnist"))
     modules = {getattr(o, "__module__", None) for o in seen[0]}
     assert modules == {"featadv_core.models.architectures.lenet", "featadv_core.models.train"}
+    assert zoo.code_drift() == []
+    weights = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)["state_dict"]
+    monkeypatch.setattr(zoo, "code_fingerprint", lambda *objs: "v2")
+    assert zoo.code_drift() == ["lenet-mnist"] and retrain.stale() == [], "drift warns, it does not retrain"
+    retrain.main(["--restamp"])
+    assert zoo.code_drift() == []
+    blob = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)
+    assert all(torch.equal(weights[k], v) for k, v in blob["state_dict"].items())
+
+
+def test_shipped_checkpoints_are_current():
+    """Every shipped card carries its recipe's current key (else a fresh clone would retrain in CI)."""
+    assert retrain.stale() == []
 
 
 def _zero_loss(model, x, y, config):

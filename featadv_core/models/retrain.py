@@ -1,9 +1,12 @@
 """``make models``: retrain the zoo's own models and write the checkpoints that ship.
 
 ``python -m featadv_core.models.retrain`` retrains every model whose shipped checkpoint is
-missing or was made by another recipe (its key differs), so a checkpoint file changes only
-when its recipe changes; ``--all`` retrains every one from scratch; model ids restrict the set.
-Models that others start from (``Recipe.base``) are handled first.
+missing or was made by another recipe (its key differs: a field or its ``version`` changed), so
+a checkpoint file changes only when its recipe changes; ``--all`` retrains every one from
+scratch; model ids restrict the set. Models that others start from (``Recipe.base``) are
+handled first. It also lists the current checkpoints whose training code has changed since they
+were trained (:func:`.zoo.code_drift`): bump the recipe's ``version`` if the change alters
+training, or ``--restamp`` them (card updated, weights untouched) if it does not.
 """
 from __future__ import annotations
 
@@ -40,12 +43,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("ids", nargs="*", help="model ids (default: all of the zoo's own models)")
     parser.add_argument("--all", action="store_true", help="retrain even current checkpoints")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--restamp", action="store_true",
+                        help="record the current code fingerprint in the cards of current checkpoints (no training)")
     args = parser.parse_args(argv)
     own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe) and v.ships]
     unknown = [i for i in args.ids if i not in own]
     if unknown:
         parser.error(f"unknown model ids {unknown}; the zoo's own models are {', '.join(own)}")
     ids = args.ids or own
+    if args.restamp:
+        for model_id in [i for i in zoo.code_drift() if i in ids]:
+            zoo.restamp(model_id)
+            print(f"{model_id}: card restamped with the current code fingerprint (weights unchanged)")
+        return
     todo = ids if args.all else [i for i in stale() if i in ids]
     if not todo:
         print("every shipped checkpoint matches its recipe; nothing to do (--all retrains anyway)")
@@ -58,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
             quality += f", PGD-20 {card['pgd20_accuracy']:.2%}"
         print(f"{model_id}: {quality}, {card['train_seconds']:.0f} s on {card['machine']} → {zoo.shipped_path(model_id)}",
               flush=True)
+    drift = [i for i in zoo.code_drift() if i in ids]
+    if drift:
+        print(f"warning: the training code of {', '.join(drift)} changed since their checkpoints were made; "
+              "bump the recipe's version if the change alters training, else rerun with --restamp")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,16 @@
 
 Our own models are defined by a :class:`Recipe` (architecture builder, dataset, training
 config, optionally a zoo model to start from and a loss other than cross-entropy). A recipe's
-**key** hashes all of that plus the *code* of the builder, the loss and the training loop
-(:func:`featadv_core.repro.code_fingerprint`: docstrings and comments do not count), and the
-keys of the models it starts from — not the data source, so a checkpoint trained on the
-offline copy serves a user who reads torchvision's originals (its card says which it saw).
+**key** hashes the recipe's fields (by name for its functions), its explicit ``version`` and the
+keys of the models it starts from — not the data source, so a checkpoint trained on the offline
+copy serves a user who reads torchvision's originals (its card says which it saw), and not the
+code's text: editing the training loop, an architecture helper or the claims code re-keys
+nothing by itself. A person who changes what a recipe computes bumps its ``version`` on purpose.
+The code's fingerprint (:func:`featadv_core.repro.code_fingerprint` of the builder, loss, data
+function and training loop, docstrings and comments excluded) is recorded in every card as a
+*warning*: :func:`code_drift` lists the shipped checkpoints whose code has changed since they
+were trained, and ``make models`` prints them, so that the person decides (bump the version, or
+``--restamp`` when the change does not alter training).
 
 :func:`get` looks for a checkpoint in this order:
 
@@ -42,8 +48,8 @@ from . import adain, adversarial_data, adversarial_training, architectures, atda
 from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
 
 __all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
-           "model_card", "recipe_key", "checkpoint_path", "shipped_path", "shipped_is_current", "train",
-           "SHIPPED_DIR"]
+           "model_card", "recipe_key", "recipe_code", "code_drift", "restamp", "checkpoint_path", "shipped_path",
+           "shipped_is_current", "train", "SHIPPED_DIR"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -76,6 +82,9 @@ class Recipe:
 
     ``ships=False`` marks a paper-scale recipe (torchvision weights, GPU-sized training): no
     checkpoint ships with the project; :func:`get` trains it into the user cache on first use.
+
+    ``version`` is bumped by hand when the code a recipe runs changes what it trains (the key
+    does not follow the code's text; :func:`code_drift` warns when that text has changed).
     """
 
     builder: Callable[..., nn.Module]
@@ -88,6 +97,7 @@ class Recipe:
     trainer: Trainer | None = None
     evaluate: Evaluate | None = None
     ships: bool = True
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -230,30 +240,72 @@ def _name(fn: Callable) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-def recipe_key(model_id: str) -> str:
-    """SHA-256 of everything that determines ``model_id``'s weights, except the data source.
+def _code(recipe: Recipe) -> tuple:
+    """The functions whose code trains ``recipe``'s weights (followed through their imports)."""
+    if recipe.trainer is not None:
+        return (recipe.builder, recipe.trainer)
+    return tuple([recipe.builder, recipe.loss, train_classifier] + ([recipe.train_data] if recipe.train_data else []))
 
-    Recipe fields, the builder's, loss's, data function's and training loop's code (their
-    modules and what those import inside the core, docstrings excluded), and the base
-    model's key, recursively. The zoo's own module is not part of it: adding a model here
-    retrains nothing else.
+
+def _base_key(base: str) -> str:
+    spec = _spec(base)
+    if isinstance(spec, TorchvisionSpec):  # a pretrained encoder (e.g. VGG-19 for chapter 3's decoder)
+        return stable_hash({"torchvision": spec.builder, "weights": spec.weights})
+    return recipe_key(base)
+
+
+def recipe_key(model_id: str) -> str:
+    """SHA-256 of everything that determines ``model_id``'s weights, except the data source and the code's text.
+
+    Recipe fields (functions by their qualified names), the recipe's ``version`` and the base
+    model's key, recursively (a torchvision base by its weights' name). The zoo's own module and
+    the code's text are not part of it: adding a model, or an edit that does not change what a
+    recipe trains, retrains nothing; a change that does is marked by bumping ``version``
+    (:func:`code_drift` points at the candidates).
     """
     recipe = _recipe(model_id)
+    fields = {"builder": _name(recipe.builder), "dataset": recipe.dataset,
+              "config": dataclasses.asdict(recipe.config),
+              "base": _base_key(recipe.base) if recipe.base else None, "version": recipe.version}
     if recipe.trainer is not None:
-        return stable_hash({
-            "builder": _name(recipe.builder), "dataset": recipe.dataset, "trainer": _name(recipe.trainer),
-            "config": dataclasses.asdict(recipe.config),
-            "base": recipe_key(recipe.base) if recipe.base else None,
-            "code": code_fingerprint(recipe.builder, recipe.trainer),
-        })
-    code = [recipe.builder, recipe.loss, train_classifier] + ([recipe.train_data] if recipe.train_data else [])
-    return stable_hash({
-        "builder": _name(recipe.builder), "dataset": recipe.dataset,
-        "config": dataclasses.asdict(recipe.config), "loss": _name(recipe.loss),
-        "train_data": _name(recipe.train_data) if recipe.train_data else None,
-        "base": recipe_key(recipe.base) if recipe.base else None,
-        "code": code_fingerprint(*code),
-    })
+        fields["trainer"] = _name(recipe.trainer)
+    else:
+        fields.update(loss=_name(recipe.loss), train_data=_name(recipe.train_data) if recipe.train_data else None)
+    return stable_hash(fields)
+
+
+def recipe_code(model_id: str) -> str:
+    """:func:`~featadv_core.repro.code_fingerprint` of the code that trains ``model_id`` (its base's included)."""
+    recipe = _recipe(model_id)
+    base = recipe_code(recipe.base) if recipe.base and isinstance(_spec(recipe.base), Recipe) else None
+    return stable_hash({"code": code_fingerprint(*_code(recipe)), "base": base})
+
+
+def code_drift() -> list[str]:
+    """Shipped, current checkpoints whose training code has changed since they were trained.
+
+    A warning, not a verdict: the key does not follow the code's text. For each listed id a
+    person decides whether the change alters what the recipe trains (bump its ``version``,
+    ``make models`` retrains it) or not (``python -m featadv_core.models.retrain --restamp``).
+    """
+    drift = []
+    for model_id, spec in ZOO.items():
+        if isinstance(spec, Recipe) and spec.ships and shipped_is_current(model_id):
+            card = torch.load(shipped_path(model_id), map_location="cpu", weights_only=False)["card"]
+            if card.get("recipe_code") != recipe_code(model_id):
+                drift.append(model_id)
+    return drift
+
+
+def restamp(model_id: str) -> None:
+    """Record the current recipe key and code fingerprint in ``model_id``'s shipped card, weights untouched.
+
+    For a code change a person has judged not to alter training (see :func:`code_drift`).
+    """
+    path = shipped_path(model_id)
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob["card"] = dict(blob["card"], recipe_key=recipe_key(model_id), recipe_code=recipe_code(model_id))
+    atomic_save(blob, path)
 
 
 def checkpoint_path(model_id: str) -> Path:
@@ -337,7 +389,8 @@ def train(model_id: str, *, device: str | torch.device = "auto", out: Path | Non
         **(recipe.evaluate(model.to(dev), recipe, base) if recipe.evaluate else {}),
         "train_seconds": round(seconds, 1), "train_device": str(dev), "machine": _machine(),
         "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "recipe_key": recipe_key(model_id), "checkpoint_hash": state_hash(model),
+        "recipe_key": recipe_key(model_id), "recipe_code": recipe_code(model_id),
+        "checkpoint_hash": state_hash(model),
     }
     model = model.cpu()
     atomic_save({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
@@ -362,7 +415,8 @@ def _train_own(model_id: str, recipe: Recipe, base: nn.Module | None, dev: torch
         "trainer": _name(recipe.trainer), "train_config": dataclasses.asdict(recipe.config), **quality, **log,
         "train_seconds": round(seconds, 1), "train_device": str(dev), "machine": _machine(),
         "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "recipe_key": recipe_key(model_id), "checkpoint_hash": state_hash(model),
+        "recipe_key": recipe_key(model_id), "recipe_code": recipe_code(model_id),
+        "checkpoint_hash": state_hash(model),
     }
     atomic_save({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
     return card
