@@ -7,7 +7,7 @@ SMOKE_DIR := _build/smoke
 CELL_TIMEOUT ?= 1200
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
 
-.PHONY: book test unit smoke setup clean models paper bench
+.PHONY: book test unit smoke paper-smoke setup clean models paper bench
 
 setup: $(STAMP)
 
@@ -57,6 +57,17 @@ smoke: $(STAMP)
 	done
 	FEATADV_CLAIMS_DIR=$(CURDIR)/$(SMOKE_DIR)/claims $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=$(CELL_TIMEOUT) $(SMOKE_DIR)
+
+# Every paper preset, executed on this CPU: each notebook with its <notebook>.paper.yaml and smoke=True on top,
+# random weights for torchvision's ImageNet models, a few training steps for the paper-scale recipes and a
+# stand-in image folder for the presets' image folders (book/_ext/paper_smoke.py says what stands in for what).
+PAPER_SMOKE_DIR := _build/paper-smoke
+paper-smoke: $(STAMP)
+	rm -rf $(PAPER_SMOKE_DIR)/*.ipynb && mkdir -p $(PAPER_SMOKE_DIR)
+	$(PY) book/_ext/paper_smoke.py $(PAPER_SMOKE_DIR)
+	FEATADV_WEIGHTS=random FEATADV_TRAIN_BUDGET=smoke FEATADV_CLAIMS_DIR=$(CURDIR)/$(PAPER_SMOKE_DIR)/claims \
+	  $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
+	  $(PAPER_SMOKE_DIR)
 
 clean:
 	rm -rf _build

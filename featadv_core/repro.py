@@ -1,4 +1,4 @@
-"""Reproducibility: seeding, an on-disk result cache, and claims tables (from :mod:`.claims`).
+"""Reproducibility: seeding and an on-disk result cache (claims tables live in :mod:`.claims`, above the core).
 
 The cache (DESIGN.md §3) keys every entry by its parameters, the checkpoint hash of the model
 involved and a fingerprint of the source code that computes it, so a code change or a retrained model
@@ -6,25 +6,28 @@ never serves a stale result; entries are written atomically (temporary file + re
 """
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .claims import Claim, claims_table
+from . import distributed
 from .data import cache_dir
 
 __all__ = [
-    "Claim", "atomic_save", "cached", "claims_table", "code_fingerprint", "core_fingerprint", "seed_everything",
-    "source_fingerprint", "state_hash", "stable_hash",
+    "atomic_save", "cached", "cached_chunks", "code_fingerprint", "core_fingerprint", "entry_meta",
+    "model_hash", "seed_everything", "source_fingerprint", "state_hash", "stable_hash", "tensor_hash",
 ]
 
 
@@ -41,9 +44,53 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
             torch.backends.cudnn.benchmark = False
 
 
+def tensor_hash(x: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and every value (for cache keys)."""
+    t = x.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}".encode())
+    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _stable_form(obj: Any) -> Any:
+    """A JSON value standing for ``obj`` in :func:`stable_hash`, by content, never by address.
+
+    Tensors and arrays by :func:`tensor_hash` of their values; NumPy scalars as numbers; dtypes,
+    devices and paths by their names; module-level functions and classes by their qualified names
+    (their code is keyed separately, :func:`code_fingerprint`); dataclasses and enums by their
+    fields and values. Anything else (a lambda, a closure, a model, an arbitrary object whose
+    ``str`` shows its address or a truncated summary) is a ``TypeError``: pass what determines it.
+    """
+    if isinstance(obj, torch.Tensor):
+        return {"__tensor__": tensor_hash(obj)}
+    if isinstance(obj, np.ndarray):
+        return {"__tensor__": tensor_hash(torch.from_numpy(np.ascontiguousarray(obj)))}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (torch.dtype, torch.device, Path)):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=lambda v: json.dumps(v, sort_keys=True, default=_stable_form))
+    if isinstance(obj, enum.Enum):
+        return {"__enum__": f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}"}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__dataclass__": f"{type(obj).__module__}.{type(obj).__qualname__}", **dataclasses.asdict(obj)}
+    qualname = getattr(obj, "__qualname__", None)
+    if (callable(obj) and qualname and "<" not in qualname and getattr(obj, "__module__", None)
+            and not isinstance(obj, nn.Module)):
+        return {"__callable__": f"{obj.__module__}.{qualname}"}
+    raise TypeError(f"{type(obj).__name__} object {obj!r:.80} has no stable form for a cache key; "
+                    "pass the values that determine it (numbers, strings, tensors, a model's hash)")
+
+
 def stable_hash(obj: Any) -> str:
-    """SHA-256 of a JSON-serialisable object (sorted keys): the same value, the same hash."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    """SHA-256 of an object's JSON form (sorted keys): the same value, the same hash.
+
+    JSON values hash as themselves; tensors, arrays and the other types of :func:`_stable_form`
+    by content; an object without a stable form is a ``TypeError`` rather than a key that two
+    different values could share.
+    """
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_stable_form).encode()).hexdigest()
 
 
 def source_fingerprint(*paths: Path) -> str:
@@ -174,6 +221,27 @@ def state_hash(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def model_hash(model: nn.Module) -> str:
+    """What a cached result depends on in a model: its class, layer map, parameter dtype and weights.
+
+    :func:`state_hash` alone would let two models with the same weights but different forward
+    passes (another class, another ``layer_map``) share cached results.
+    """
+    from .features import model_dtype
+
+    cls = type(model)
+    layer_map = getattr(model, "layer_map", None)
+    return stable_hash({"class": f"{cls.__module__}.{cls.__qualname__}", "state": state_hash(model),
+                        "layer_map": dict(layer_map) if layer_map is not None else None,
+                        "dtype": str(model_dtype(model, torch.float32))})
+
+
+def _device_of(model: nn.Module | None) -> str:
+    for t in (list(model.parameters()) + list(model.buffers())) if model is not None else []:
+        return str(t.device)
+    return "cpu"
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never half-written."""
     path = Path(path)
@@ -193,20 +261,110 @@ def cached(name: str, params: dict, compute: Callable[[], Any], *, model: nn.Mod
            code: tuple | list | None = None, refresh: bool = False) -> Any:
     """Return ``compute()``, cached on disk under ``FEATADV_CACHE/results``.
 
-    The key covers ``name``, ``params`` (JSON-serialisable), the checkpoint hash of ``model``
-    (if given) and the code that computes the value: :func:`code_fingerprint` of ``code`` (the
+    The key covers ``name``, ``params`` (JSON values, tensors by content; anything without a
+    stable form is a ``TypeError``, :func:`stable_hash`), :func:`model_hash` of ``model`` (if
+    given) and the code that computes the value: :func:`code_fingerprint` of ``code`` (the
     modules or functions ``compute`` calls, followed through their imports), or, when ``code``
     is ``None``, :func:`core_fingerprint` (any change to the core). ``refresh=True`` recomputes
     and overwrites. The value must be ``torch.save``-able (tensors, arrays, dicts, numbers...).
+    Every entry records where it was computed (device, the model's dtype, torch's version;
+    :func:`entry_meta` reads it back).
+
+    Under ``torchrun`` (:mod:`featadv_core.distributed`) rank 0 computes a missing entry (alone:
+    cached runs inside it do not wait for the other ranks) while the others wait at a barrier,
+    then every rank reads it: one computation, the same value everywhere.
     """
     key = stable_hash({
-        "name": name, "params": params,
+        "schema": _ENTRY_SCHEMA, "name": name, "params": params,
         "core": core_fingerprint() if code is None else code_fingerprint(*code),
-        "model": state_hash(model) if model is not None else None,
+        "model": model_hash(model) if model is not None else None,
     })
     path = cache_dir() / "results" / f"{name}-{key[:20]}.pt"
-    if path.is_file() and not refresh:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    value = compute()
-    atomic_save(value, path)
+    owner = distributed.is_main()
+    value = _load_or_compute(path, compute, key, model, refresh) if owner else None
+    if distributed.world_size() > 1:
+        distributed.barrier()
+        if not owner:
+            value = _load(path)
     return value
+
+
+def _load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=False)["value"]
+
+
+def _load_or_compute(path: Path, compute: Callable[[], Any], key: str, model: nn.Module | None,
+                     refresh: bool) -> Any:
+    if path.is_file() and not refresh:
+        return _load(path)
+    from .features import model_dtype
+
+    with distributed.solo():
+        value = compute()
+    meta = {"key": key, "device": _device_of(model), "torch": torch.__version__,
+            "dtype": str(model_dtype(model, torch.float32)) if model is not None else None}
+    atomic_save({"value": value, "meta": meta}, path)
+    return value
+
+
+def _to_cpu(value: Any) -> Any:
+    return {k: v.cpu() for k, v in value.items()} if isinstance(value, dict) else value.cpu()
+
+
+def _concat(parts: list) -> Any:
+    if parts and isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def cached_chunks(name: str, params: dict, inputs: Sequence[torch.Tensor], compute: Callable[..., Any], *,
+                  batch_size: int, model: nn.Module | None = None, code: Sequence = (), cache: bool = True,
+                  progress: bool = True) -> torch.Tensor | dict[str, torch.Tensor]:
+    """``torch.cat([compute(*chunk) for chunk in chunks])`` with every chunk cached on its own.
+
+    ``inputs`` are tensors with the same first dimension, cut into row chunks of
+    ``batch_size``; ``compute`` gets one chunk of each and returns a tensor for those rows, or
+    a dict of tensors (concatenated key by key; rows need not match the input's).
+    A chunk's key is ``name``, ``params``, the hashes of its own input rows, ``model``'s
+    :func:`model_hash` and :func:`code_fingerprint` of ``code``: so an interrupted run
+    recomputes only the chunks it had not finished, and a longer run over the same rows reuses
+    the shorter one's chunks. Results come back on the CPU.
+
+    Under ``torchrun`` with K processes, rank r computes the missing chunks i with i mod K = r,
+    writes them into the shared cache (atomically, under per-process temporary names), waits at
+    a barrier, and reads every chunk back: each rank returns the whole result, bit-identical to
+    one process's, so the notebook cells after it need no change. Without the cache
+    (``cache=False``) every rank computes everything.
+    """
+    n = len(inputs[0])
+    if any(len(t) != n for t in inputs):
+        raise ValueError(f"inputs must have the same length, got {[len(t) for t in inputs]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    starts = list(range(0, n, batch_size))
+    r, size = distributed.world() if cache else (0, 1)
+    code_key = code_fingerprint(*code)
+    model_key = model_hash(model) if model is not None else None
+    keys = {i: stable_hash({"schema": _ENTRY_SCHEMA, "name": name,
+                            "params": dict(params, chunk=[tensor_hash(t[i:i + batch_size]) for t in inputs]),
+                            "core": code_key, "model": model_key}) for i in starts}
+    paths = {i: cache_dir() / "results" / f"{name}-{key[:20]}.pt" for i, key in keys.items()}
+    mine = [i for k, i in enumerate(starts) if k % size == r]
+    bar = progress and len(mine) > 1 and distributed.is_main()
+    out = {}
+    for i in tqdm(mine, desc=name if size == 1 else f"{name} (rank {r} of {size})", disable=not bar, leave=False):
+        chunk = [t[i:i + batch_size] for t in inputs]
+        run = lambda: _to_cpu(compute(*chunk))  # noqa: E731
+        out[i] = _load_or_compute(paths[i], run, keys[i], model, refresh=False) if cache else run()
+    if size > 1:
+        distributed.barrier()
+        out.update({i: _load(paths[i]) for i in starts if i not in out})
+    return _concat([out[i] for i in starts])
+
+
+_ENTRY_SCHEMA = 2  # entries are {"value", "meta"}; keys hash the model with model_hash
+
+
+def entry_meta(path: Path) -> dict:
+    """The record of a cache entry written by :func:`cached`: its key, device, model dtype and torch version."""
+    return torch.load(path, map_location="cpu", weights_only=False)["meta"]

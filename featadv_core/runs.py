@@ -6,11 +6,12 @@ chunks that fit the device, shows progress, and caches results on disk
 checkpoint hash and the code that computes them), so a rebuild or a figure tweak never
 recomputes. Long runs cache **each chunk** on its own (:func:`cached_chunks`): a run killed
 halfway resumes at the first unfinished chunk, and since every entry is written atomically, a
-kill never leaves a half-written entry that a rerun could read.
+kill never leaves a half-written entry that a rerun could read. Under ``torchrun`` the chunks are
+shared out among the processes (:func:`featadv_core.repro.cached_chunks`), and every process
+returns the whole result.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,10 +19,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import analysis, attacks, data, metrics
-from .features import extract
+from . import analysis, attacks, data, distributed, metrics
+from .features import extract, model_dtype
+from .labels import predict_labels
 from .metrics.distances import flatten
-from .repro import cached, state_hash
+from .repro import cached, cached_chunks, model_hash, tensor_hash
 
 __all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
            "run_attack", "run_attempts", "run_detailed", "run_deepfool", "run_curvatures", "run_style_attack", "run_pgd"]
@@ -48,14 +50,6 @@ def load_images(dataset: str, split: str, *, n: int | None = None, seed: int = 0
     return x, y
 
 
-def tensor_hash(x: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and values (for cache keys)."""
-    t = x.detach().cpu().contiguous()
-    digest = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}".encode())
-    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -65,10 +59,10 @@ def batched_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[s
                      batch_size: int = 256, progress: bool = False) -> dict[str, torch.Tensor]:
     """Flattened features (N×D, on the CPU) of ``x`` at ``layers``, computed in chunks."""
     names = [layers] if isinstance(layers, str) else list(layers)
-    device = _device_of(model)
+    device, dtype = _device_of(model), model_dtype(model, x.dtype)
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for i in tqdm(range(0, len(x), batch_size), desc="features", disable=not progress, leave=False):
-        feats = extract(model, x[i:i + batch_size].to(device), names)
+        feats = extract(model, x[i:i + batch_size].to(device=device, dtype=dtype), names)
         for name in names:
             parts[name].append(flatten(feats[name]).cpu())
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
@@ -83,53 +77,9 @@ def cached_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[st
                   code=(batched_features,))
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
-    """Predicted labels (argmax of the logits) of ``x``, on the CPU."""
-    device = _device_of(model)
-    return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
-                      for i in range(0, len(x), batch_size)])
-
-
-def _to_cpu(value: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
-    return {k: v.cpu() for k, v in value.items()} if isinstance(value, dict) else value.cpu()
-
-
-def _concat(parts: list) -> torch.Tensor | dict[str, torch.Tensor]:
-    if parts and isinstance(parts[0], dict):
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    return torch.cat(parts)
-
-
-def cached_chunks(name: str, params: dict, inputs: Sequence[torch.Tensor], compute: Callable[..., torch.Tensor], *,
-                  batch_size: int, model: nn.Module | None = None, code: Sequence = (), cache: bool = True,
-                  progress: bool = True) -> torch.Tensor | dict[str, torch.Tensor]:
-    """``torch.cat([compute(*chunk) for chunk in chunks])`` with every chunk cached on its own.
-
-    ``inputs`` are tensors with the same first dimension, cut into row chunks of
-    ``batch_size``; ``compute`` gets one chunk of each and returns a tensor for those rows, or
-    a dict of tensors (concatenated key by key; rows need not match the input's).
-    A chunk's key is ``name``, ``params``, the hashes of its own input rows, ``model``'s
-    checkpoint hash and :func:`~featadv_core.repro.code_fingerprint` of ``code``: so an
-    interrupted run recomputes only the chunks it had not finished, and a longer run over the
-    same rows reuses the shorter one's chunks. Results come back on the CPU.
-    """
-    n = len(inputs[0])
-    if any(len(t) != n for t in inputs):
-        raise ValueError(f"inputs must have the same length, got {[len(t) for t in inputs]}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    starts = range(0, n, batch_size)
-    out = []
-    for i in tqdm(starts, desc=name, disable=not progress or len(starts) == 1, leave=False):
-        chunk = [t[i:i + batch_size] for t in inputs]
-        run = lambda: _to_cpu(compute(*chunk))  # noqa: E731
-        if not cache:
-            out.append(run())
-            continue
-        key = dict(params, chunk=[tensor_hash(t) for t in chunk])
-        out.append(cached(name, key, run, model=model, code=tuple(code)))
-    return _concat(out)
+    """Predicted labels (argmax of the logits) of ``x``, computed on the model's device, on the CPU."""
+    return predict_labels(model, x, batch_size=batch_size, device=_device_of(model)).cpu()
 
 
 def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.Tensor, *,
@@ -156,9 +106,20 @@ def run_attack(attack: str, model: nn.Module, x_src: torch.Tensor, other: torch.
 def _with_pass(out: dict[str, torch.Tensor], origins: torch.Tensor) -> dict[str, torch.Tensor]:
     """Add ``pass`` (PASS of every returned uint8 image against its origin) and ``ecc_failed``.
 
-    A failed line search returns its origin (PASS 1): summaries count successful rows only.
+    An unsuccessful row that returned its origin bit for bit (a failed line search) gets
+    PASS(x, x) = 1 and no ECC failure without computing them (an identical pair costs as much as
+    a perturbed one); perturbed unsuccessful rows (an iterative LOTS's last iterate, ``lots_self``
+    at a fixed ε) are scored.
     """
-    scores, failed = metrics.pass_score(out["images"].float() / 255, origins, details=True)
+    adv = out["images"].float() / 255
+    same = (adv == origins.to(adv.dtype)).flatten(1).all(1)  # the attack returned its origin (bitwise)
+    if "success" in out:
+        same &= ~out["success"]  # never skip a success
+    scores = torch.ones(len(adv), dtype=torch.float64)  # PASS(x, x) = 1
+    failed = torch.zeros(len(adv), dtype=torch.bool)
+    todo = (~same).nonzero().flatten()
+    if len(todo):
+        scores[todo], failed[todo] = metrics.pass_score(adv[todo], origins[todo], details=True)
     return dict(out, **{"pass": scores, "ecc_failed": failed})
 
 
@@ -241,18 +202,30 @@ def run_curvatures(model: nn.Module, x: torch.Tensor, classes: Sequence[int], *,
 
     ``x`` are the (training) images Algorithm 1 samples from; ``options`` its keywords
     (``h``, ``n_samples``, ``method``, ``k``, ``seed`` …). The key covers them, the images' hash,
-    the model's weights and the code, so every chapter-4 notebook shares one computation.
+    the model's weights and the code, so every chapter-4 notebook shares one computation. Under
+    ``torchrun`` the classes are shared out (rank r computes the k-th class with k mod K = r) and
+    every rank returns all of them.
     """
     device = _device_of(model)
     images = tensor_hash(x)
-    out = {}
-    for c in tqdm(list(classes), desc="Algorithm 1 (classes)", disable=not progress, leave=False):
-        run = lambda c=c: analysis.principal_curvatures(model, x.to(device), int(c), progress=False,  # noqa: E731
-                                                        **options)
-        out[int(c)] = (cached("curvatures", {"images": images, "class": int(c), "options": options}, run,
-                              model=model, code=(analysis.principal_curvatures,))
-                       if cache else run())
-    return out
+    classes = [int(c) for c in classes]
+    r, size = distributed.world() if cache else (0, 1)
+
+    def one(c: int) -> "analysis.Curvatures":
+        run = lambda: analysis.principal_curvatures(model, x.to(device), c, progress=False, **options)  # noqa: E731
+        if not cache:
+            return run()
+        with distributed.solo():  # this rank alone: the class is its share, or already on disk
+            return cached("curvatures", {"images": images, "class": c, "options": options}, run, model=model,
+                          code=(analysis.principal_curvatures,))
+
+    mine = [c for k, c in enumerate(classes) if k % size == r]
+    out = {c: one(c) for c in tqdm(mine, desc="Algorithm 1 (classes)", disable=not progress or not distributed.is_main(),
+                                   leave=False)}
+    if size > 1:
+        distributed.barrier()
+        out.update({c: one(c) for c in classes if c not in out})
+    return {c: out[c] for c in classes}
 
 
 def run_style_attack(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, decoder: nn.Module,
@@ -285,7 +258,7 @@ def run_style_attack(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
                 "first_success": res.first_success.cpu()}
 
     params = {"kind": kind, "options": options, "targeted": target is not None,
-              "decoder": state_hash(decoder)}
+              "decoder": model_hash(decoder)}
     return cached_chunks(f"style-{kind}", params, inputs, compute, batch_size=batch_size, model=model,
                          code=(attack,), cache=cache, progress=progress)
 

@@ -156,7 +156,7 @@ def test_deepfool_bad_inputs_raise_clear_errors():
     net, x = affine(), images(3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         attacks.deepfool(net, x + 2)
-    with pytest.raises(ValueError, match="target classes"):
+    with pytest.raises(ValueError, match="target must be classes in"):
         attacks.deepfool(net, x, target=7)
     with pytest.raises(ValueError, match="candidates"):
         attacks.deepfool(net, x, candidates=1)

@@ -80,9 +80,9 @@ def test_int_target_and_errors():
     x_src = _images(2, 3)
     x_adv = label_opt(model, x_src, 4, steps=10, search_steps=1, progress=False)
     assert x_adv.shape == x_src.shape
-    with pytest.raises(ValueError, match="labels must lie in"):
+    with pytest.raises(ValueError, match="target must be classes in"):
         label_opt(model, x_src, 10, steps=2, progress=False)
-    with pytest.raises(ValueError, match="2 labels"):
+    with pytest.raises(ValueError, match=r"one class per image \(2\)"):
         label_opt(model, x_src, torch.tensor([1, 2, 3]), steps=2, progress=False)
     with pytest.raises(ValueError, match="c_init"):
         label_opt(model, x_src, 1, c_init=0.0, steps=2, progress=False)

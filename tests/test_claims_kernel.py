@@ -18,9 +18,9 @@ def test_record_written_by_a_kernel_is_current(tmp_path, monkeypatch):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 3  # a comment\n"),
                 nbformat.v4.new_markdown_cell("prose"),
-                nbformat.v4.new_code_cell("from featadv_core import repro\n\n"
-                                          "repro.claims_table([repro.Claim('x is 3', '3', str(x), x == 3)],\n"
-                                          "                   notebook='01_k/nb', artifact='Fig. 0')"),
+                nbformat.v4.new_code_cell("from featadv_core.claims import Claim, claims_table\n\n"
+                                          "claims_table([Claim('x is 3', '3', str(x), x == 3)],\n"
+                                          "             notebook='01_k/nb', artifact='Fig. 0')"),
                 nbformat.v4.new_code_cell("y = x + 1")]
     path = root / "book" / "01_k" / "nb.ipynb"
     nbformat.write(nb, path)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from featadv_core.defenses import fit_odds, gaussian_cutoff, noise_statistics, threshold_for_fpr
+from featadv_core.defenses import NOISE_SOURCES, fit_odds, gaussian_cutoff, noise_statistics, threshold_for_fpr
 from featadv_core.models import adversarial_training as at
 from featadv_core.models import atda, trades
 from featadv_core.models.architectures import DenoisingBlock, resnet20, resnet20_denoise
@@ -109,6 +109,18 @@ def test_noise_statistics_shape_and_zero_at_own_class():
                             draws=8)
     assert g.shape == (5, 2, 3) and torch.equal(y, model(x).argmax(1))
     assert torch.all(g.gather(2, y[:, None, None].expand(5, 2, 1)) == 0)
+
+
+def test_noise_statistics_golden(tiny_lenet):
+    """The values recorded before O2's noise followed its generator's device: the CPU stream is unchanged."""
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y, g = noise_statistics(tiny_lenet, x, feature_layer="ip1", head=tiny_lenet.net.ip2, draws=4,
+                            sources=NOISE_SOURCES[::4], seed=0, batch_size=8)  # normal, sign, uniform; 2 chunks
+    golden = torch.tensor([[0.00114614423, 0.00144883443, 0.00134728057],
+                           [0.00202611694, 0.00276228692, 0.00239210878],
+                           [0.00134345086, 0.00153733918, 0.00423114328]])
+    assert y.tolist() == [8, 8, 8] and g.dtype == torch.float32
+    torch.testing.assert_close(g.norm(dim=2), golden, rtol=1e-5, atol=0)
 
 
 @pytest.fixture(scope="module")

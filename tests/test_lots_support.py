@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from featadv_core import analysis, attacks, reference, runs
+from featadv_core import analysis, attacks, metrics, reference, runs
 from featadv_core.models import adversarial_data, architectures, zoo
 from featadv_core.plotting import tables
 
@@ -53,6 +53,14 @@ def test_run_detailed_and_run_attempts_cache_their_chunks_and_add_pass(monkeypat
     model = architectures.lenet().eval()
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (4, 1, 28, 28), generator=gen).float() / 255
+    scored = []  # PASS is computed only for rows that did not return their origin
+    real_pass = metrics.pass_score
+
+    def counting_pass(x_adv, x_ref, **kwargs):
+        scored.append(len(x_adv))
+        return real_pass(x_adv, x_ref, **kwargs)
+
+    monkeypatch.setattr(metrics, "pass_score", counting_pass)
     calls = []
     real = attacks.lots_self
 
@@ -72,9 +80,17 @@ def test_run_detailed_and_run_attempts_cache_their_chunks_and_add_pass(monkeypat
     res = attacks.lots_iterative(net, torch.full((10, 1, 28, 28), 128 / 255), 30 * torch.eye(10), layer="ip2",
                                  y_orig=attacks.predict_labels(net, torch.full((10, 1, 28, 28), 128 / 255)),
                                  target=torch.arange(10), max_steps=400)
+    scored.clear()
     table = runs.run_attempts(net, x[:3], res.images, layers=["conv1", "ip2"], batch_size=2, grid_points=8, bisect_steps=2)
     assert len(table["success"]) == 3 * (1 + 1 + 9 + 18) and table["origin"].max() == 2
     assert table["pass"].dtype == torch.float64 and not table["pass"].isnan().any()
+    adv, origins, ok = table["images"].float() / 255, x[table["origin"]], table["success"]
+    same = (adv == origins).flatten(1).all(1)
+    assert 0 < int(same.sum()) and not bool((same & ok).any())  # identical rows exist and never succeed
+    assert sum(scored) == int((~same).sum())
+    full, full_failed = real_pass(adv, origins, details=True)  # every row scored, as before the skip
+    torch.testing.assert_close(table["pass"], full, rtol=0, atol=1e-6)
+    assert torch.equal(table["ecc_failed"][ok], full_failed[ok])
 
 
 def test_deformations_are_random_per_image_reproducible_and_in_range():
@@ -97,3 +113,35 @@ def test_table1_models_are_zoo_recipes_fine_tuned_from_the_basic_lenet():
     assert zoo.ZOO["lenet-mnist-deformed"].base is None
     with pytest.raises(ValueError, match="group"):
         adversarial_data.training_attempts(architectures.lenet(), "pgd")
+
+
+def test_training_attempts_are_cached_chunk_by_chunk(monkeypatch):
+    """The hour-long generation is chunked: the chunks equal one call on all origins, and a rerun
+    after a kill recomputes only the missing chunk."""
+    from featadv_core import repro
+    from featadv_core.attacks import all_attempts
+
+    torch.manual_seed(0)
+    base = architectures.lenet().eval()
+    x = torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(60) % 10
+    monkeypatch.setattr(adversarial_data.data, "load", lambda name, split, **kw: (x, y))
+    monkeypatch.setattr(adversarial_data, "predict_labels", lambda model, xs: y)  # every digit "correct"
+    monkeypatch.setitem(adversarial_data.ORIGINS_PER_CLASS, "hc", 1)
+    monkeypatch.setattr(adversarial_data, "_CHUNK", 2)
+    calls = []
+    real = adversarial_data.all_attempts
+    monkeypatch.setattr(adversarial_data, "all_attempts", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    table = adversarial_data.training_attempts(base, "hc")
+    n_origins = sum(calls)
+    assert max(calls) == 2 and n_origins == 10, "one origin per class, two per chunk"
+    origins = adversarial_data.pairs.stratified(y, 1, mask=torch.ones(60, dtype=torch.bool), seed=0)
+    x_t = x[adversarial_data.pairs.first_correct_per_class(y, y)]
+    whole = real(base, x[origins], x_t, layers=adversarial_data.LAYERS, kinds=("hc",))
+    assert torch.equal(table["images"], whole["images"]) and torch.equal(table["origin"], origins[whole["origin"]])
+    entries = sorted((repro.cache_dir() / "results").glob("lots_training_attempts-hc-*.pt"))
+    assert len(entries) == len(calls)
+    entries[-1].unlink()                                    # a run killed before its last chunk
+    calls.clear()
+    again = adversarial_data.training_attempts(base, "hc")
+    assert calls == [2] and torch.equal(again["images"], table["images"])

@@ -155,7 +155,7 @@ def test_recipe_key_of_a_torchvision_base():
 
 
 def test_code_drift_warns_and_restamp_clears_it(tiny_zoo, monkeypatch):
-    """The code's fingerprint is a warning in the card: drift is listed, a restamp records it, weights untouched."""
+    """The code's fingerprint is a warning: drift is listed, a restamp records it in a small JSON file."""
     seen = []
 
     def fake_fingerprint(*objs):
@@ -163,17 +163,16 @@ def test_code_drift_warns_and_restamp_clears_it(tiny_zoo, monkeypatch):
         return "v1"
 
     monkeypatch.setattr(zoo, "code_fingerprint", fake_fingerprint)
-    zoo.train("lenet-mnist", out=zoo.shipped_path("lenet-mnist"))
+    retrain.main(["lenet-mnist"])
     modules = {getattr(o, "__module__", None) for o in seen[0]}
     assert modules == {"featadv_core.models.architectures.lenet", "featadv_core.models.train"}
-    assert zoo.code_drift() == []
-    weights = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)["state_dict"]
+    assert zoo.code_drift() == [], "make models records the fingerprint of the code that trained it"
     monkeypatch.setattr(zoo, "code_fingerprint", lambda *objs: "v2")
     assert zoo.code_drift() == ["lenet-mnist"] and retrain.stale() == [], "drift warns, it does not retrain"
+    before = zoo.shipped_path("lenet-mnist").read_bytes()
     retrain.main(["--restamp"])
     assert zoo.code_drift() == []
-    blob = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)
-    assert all(torch.equal(weights[k], v) for k, v in blob["state_dict"].items())
+    assert zoo.shipped_path("lenet-mnist").read_bytes() == before, "a restamp never rewrites a checkpoint"
 
 
 def test_shipped_checkpoints_are_current():
@@ -214,15 +213,39 @@ def test_local_response_norm_matches_torch():
 
 
 def test_torchvision_layer_maps_without_weights():
+    """The papers' names, read off each model's traced graph (no weights needed)."""
     import torchvision.models as tvm
 
-    alex = zoo._torchvision_layer_map("alexnet", tvm.alexnet())
+    alex = architectures.torchvision_layer_map("alexnet", tvm.alexnet())
     assert list(alex) == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
                           "fc6", "fc7", "fc8"]
-    vgg = zoo._torchvision_layer_map("vgg16", tvm.vgg16())
-    assert "conv5_3" in vgg and "pool5" in vgg and vgg["fc8"] == "net.classifier.6"
-    res = zoo._torchvision_layer_map("resnet50", tvm.resnet50())
+    assert alex["conv3"] == "net.features.7" and alex["fc7"] == "net.classifier.5"
+    vgg = architectures.torchvision_layer_map("vgg19", tvm.vgg19())
+    assert vgg["fc8"] == "net.classifier.6" and vgg["pool5"] == "net.features.36"
+    assert vgg["relu2_1"] == vgg["conv2_1"] == "net.features.6" and vgg["relu4_1"] == "net.features.20"
+    res = architectures.torchvision_layer_map("resnet50", tvm.resnet50())
     assert list(res)[-3:] == ["layer4", "avgpool", "fc"]
+    goog = architectures.torchvision_layer_map("googlenet", tvm.googlenet(weights=None, init_weights=False))
+    assert "inception4e" in goog and "avgpool" in goog and "aux1" not in goog and "dropout" not in goog
+
+
+def test_random_weights_switch_builds_a_labelled_architecture(monkeypatch):
+    """FEATADV_WEIGHTS=random: the paper presets' smoke run gets the architecture, labelled as random."""
+    monkeypatch.setenv("FEATADV_WEIGHTS", "random")
+    rng = torch.random.get_rng_state()
+    model = models.get("alexnet", device="cpu")
+    assert torch.equal(rng, torch.random.get_rng_state()), "the caller's random stream is untouched"
+    assert model.card["weights"] == "random" and model.card["description"].startswith("[RANDOM WEIGHTS")
+    assert model.card["test_accuracy"] is None and model.input_shape == (3, 224, 224)
+    assert model.card["checkpoint_hash"] == models.get("alexnet", device="cpu").card["checkpoint_hash"]
+    from featadv_core import features
+    assert features.forward_to(model, torch.rand(1, 3, 224, 224), "fc7").shape == (1, 4096)
+    random_key = zoo.recipe_key("decoder-vgg19-cifar10")
+    monkeypatch.setenv("FEATADV_WEIGHTS", "pretrained")
+    assert zoo.recipe_key("decoder-vgg19-cifar10") != random_key, "a random encoder never shares a real cache"
+    monkeypatch.setenv("FEATADV_WEIGHTS", "imagenet")
+    with pytest.raises(ValueError, match="FEATADV_WEIGHTS"):
+        models.get("alexnet", device="cpu")
 
 
 def test_torchvision_weights_offline_is_clear(monkeypatch):

@@ -68,10 +68,12 @@ def test_state_hash_changes_with_weights(tiny_lenet):
 
 def test_claims_table():
     rate = 0.93
-    table = repro.claims_table([repro.Claim("guide label", "95%", f"{rate:.0%}", rate >= 0.9, "≥ 90%")])
+    from featadv_core.claims import Claim, claims_table
+
+    table = claims_table([Claim("guide label", "95%", f"{rate:.0%}", rate >= 0.9, "≥ 90%")])
     assert table.data.loc[0, "replicated"] == "✓ yes" and table.data.loc[0, "ours"] == "93%"
     long = "a claim longer than pandas' default column width of fifty characters, kept whole"
-    assert long in repro.claims_table([repro.Claim(long, "x", "y", False)]).to_html()
+    assert long in claims_table([Claim(long, "x", "y", False)]).to_html()
 
 
 def _fake_package(root):
@@ -183,3 +185,64 @@ def np_bool_true():
     import numpy as np
 
     return np.float64(0.5) < 1.0
+
+
+def test_stable_hash_keys_tensors_by_content():
+    """json.dumps(default=str) summarised a 2,000-element tensor, so a one-value change kept the key."""
+    a = torch.zeros(2000)
+    b = a.clone()
+    b[1000] = 1.0
+    assert repro.stable_hash({"x": a}) != repro.stable_hash({"x": b})
+    assert repro.stable_hash({"x": a}) == repro.stable_hash({"x": a.clone()})
+    assert repro.stable_hash({"x": a.numpy()}) == repro.stable_hash({"x": a})
+    assert repro.stable_hash({"x": a}) != repro.stable_hash({"x": a.double()}), "dtype counts"
+    assert repro.stable_hash({"v": np.float32(0.5)}) == repro.stable_hash({"v": 0.5})
+
+
+def test_stable_hash_of_plain_values_is_unchanged():
+    """JSON values hash as before (the zoo's recipe keys and every cached key of plain options stay valid)."""
+    import hashlib
+    import json
+
+    value = {"eps": 0.1, "layers": ["conv3", "fc7"], "steps": 3, "box": None, "shape": (1, 2)}
+    assert repro.stable_hash(value) == hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def test_stable_hash_rejects_what_has_no_stable_form():
+    """A lambda or an object would be keyed by its address (a new key every run, or a stale hit)."""
+    with pytest.raises(TypeError, match="no stable form"):
+        repro.stable_hash({"loss": lambda z: z})
+    with pytest.raises(TypeError, match="no stable form"):
+        repro.stable_hash({"model": torch.nn.Linear(2, 2)})
+    with pytest.raises(TypeError, match="no stable form"):
+        repro.stable_hash({"obj": object()})
+    named = repro.stable_hash({"fn": repro.stable_hash})
+    assert named == repro.stable_hash({"fn": repro.stable_hash}) != repro.stable_hash({"fn": repro.tensor_hash})
+    assert repro.stable_hash({"d": torch.float16, "dev": torch.device("cpu")}) == repro.stable_hash(
+        {"d": "torch.float16", "dev": "cpu"})
+
+
+def test_model_hash_covers_class_layer_map_and_dtype(tiny_lenet):
+    import copy
+
+    base = repro.model_hash(tiny_lenet)
+    other_map = copy.deepcopy(tiny_lenet)
+    other_map.layer_map = dict(list(tiny_lenet.layer_map.items())[:-1])
+    assert repro.state_hash(other_map) == repro.state_hash(tiny_lenet)
+    assert repro.model_hash(other_map) != base, "same weights, another layer map"
+
+    class Other(type(tiny_lenet)):
+        pass
+
+    same_weights = copy.deepcopy(tiny_lenet)
+    same_weights.__class__ = Other
+    assert repro.model_hash(same_weights) != base, "same weights, another forward"
+    assert repro.model_hash(copy.deepcopy(tiny_lenet).double()) != base
+
+
+def test_cache_entries_record_device_dtype_and_torch(tiny_lenet):
+    repro.cached("meta", {"a": 1}, lambda: torch.ones(2), model=tiny_lenet)
+    (path,) = (repro.cache_dir() / "results").glob("meta-*.pt")
+    meta = repro.entry_meta(path)
+    assert meta["device"] == "cpu" and meta["dtype"] == "torch.float32" and meta["torch"] == torch.__version__
+    assert torch.equal(repro.cached("meta", {"a": 1}, lambda: torch.zeros(2), model=tiny_lenet), torch.ones(2))

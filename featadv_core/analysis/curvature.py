@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .. import features
 from ..attacks.deepfool import deepfool
+from ..labels import predict_labels
 
 __all__ = ["Curvatures", "BoundaryPoints", "fd_step", "boundary_points", "mean_hessian_product",
            "curvature_spectrum", "principal_curvatures", "random_orthonormal"]
@@ -108,7 +109,7 @@ def random_orthonormal(dim: int, k: int, *, seed: int, dtype: torch.dtype = torc
     if not 0 <= k <= dim - m:
         raise ValueError(f"cannot draw {k} orthonormal directions in a {dim}-dimensional space"
                          + (f" orthogonal to {m} others" if m else ""))
-    g = torch.randn(dim, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = torch.randn(dim, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device="cpu")
     if exclude is not None and m:
         e = exclude.to(torch.float64).cpu()
         for _ in range(2):  # twice is enough (Kahan)
@@ -142,9 +143,9 @@ def boundary_points(model: nn.Module, x: torch.Tensor, target: int, *, overshoot
     Images already predicted ``target`` are skipped, failed DeepFools dropped (the authors'
     code). DeepFool is unconstrained here (``box=None``), as theirs.
     """
+    pred = predict_labels(model, x, batch_size=512)
     with torch.no_grad():
-        pred = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
-        num_classes = model(x[:1]).shape[1]
+        num_classes = model(x[:1].to(features.model_dtype(model, x.dtype))).shape[1]
     if not 0 <= int(target) < num_classes:
         raise ValueError(f"target must be a class in 0..{num_classes - 1}, got {target!r}")
     rows = (pred != target).nonzero().flatten()
@@ -272,6 +273,6 @@ def principal_curvatures(model: nn.Module, x: torch.Tensor, target: int, *, h: f
     if n_samples < 1:
         raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
     gen = torch.Generator().manual_seed(seed * 1000 + int(target))
-    rows = torch.randperm(len(x), generator=gen)[:n_samples].to(x.device)
+    rows = torch.randperm(len(x), generator=gen, device="cpu")[:n_samples].to(x.device)
     bp = boundary_points(model, x[rows], target, overshoot=df_overshoot, max_iter=df_max_iter, stepback=stepback)
     return curvature_spectrum(model, bp, h=h, seed=seed if basis_seed is None else basis_seed, **spectrum)

@@ -9,13 +9,15 @@ the mapping, thereby reconstructing images from internal representations at spec
 (the normalised representation loss, the total-variation prior ``TV_β`` of M&V and an
 optional ``α``-norm prior), by Adam with projection onto the box after every step and optional
 random jitter (the image is rolled by up to ``jitter`` pixels before each forward pass), for a
-whole batch of targets at once.
+whole batch of targets at once — on the attacks' one projected loop
+(:func:`featadv_core.attacks.projected.projected_descent`, the last iterate kept).
 """
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
 
+from ..attacks.projected import Iterate, projected_descent
 from ..features import forward_to
 
 __all__ = ["total_variation", "invert"]
@@ -107,36 +109,32 @@ def invert(model: torch.nn.Module, target_feats: torch.Tensor, *, layer: str,
 
     x0 = torch.full((n, *shape), 0.5, dtype=dtype)
     if init == "noise":
-        x0 = x0 + (torch.rand(x0.shape, generator=gen, dtype=dtype) - 0.5) * 0.1
-    shifts = torch.randint(-jitter, jitter + 1, (max(steps, 1), 2), generator=gen).tolist()
+        x0 = x0 + (torch.rand(x0.shape, generator=gen, dtype=dtype, device="cpu") - 0.5) * 0.1
+    shifts = torch.randint(-jitter, jitter + 1, (max(steps, 1), 2), generator=gen, device="cpu").tolist()
     x0 = x0.to(device)
 
     out = []
-    bar = tqdm(total=steps * ((n + batch_size - 1) // batch_size), desc=f"inverting {layer}",
-               disable=not progress, leave=False)
-    for start in range(0, n, batch_size):
+    chunks = range(0, n, batch_size)
+    for start in tqdm(chunks, desc=f"inverting {layer}", disable=not progress or len(chunks) == 1, leave=False):
         tgt = target[start:start + batch_size]
         tgt_sq = (tgt * tgt).sum(1).clamp_min(torch.finfo(dtype).tiny)
-        x = x0[start:start + batch_size].clone().requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=lr)
-        for step in range(steps):
-            dy, dx = shifts[step]
+        step = iter(shifts)
+
+        def evaluate(v, tgt=tgt, tgt_sq=tgt_sq, step=step):
+            x = v[0]
+            dy, dx = next(step)
             xs = torch.roll(x, shifts=(dy, dx), dims=(2, 3)) if (dy or dx) else x
             feat = forward_to(model, xs, layer).reshape(x.shape[0], -1)
-            loss_feat = ((feat - tgt) ** 2).sum(1) / tgt_sq
-            loss = loss_feat
+            loss = ((feat - tgt) ** 2).sum(1) / tgt_sq
             if tv_weight:
                 loss = loss + tv_weight * total_variation(x, beta)
             if norm_weight:
                 loss = loss + norm_weight * ((x - 0.5).abs() ** alpha).flatten(1).mean(1)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-            x.grad = grad
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)
-            if progress and step % 20 == 0:
-                bar.set_postfix(feature_loss=f"{loss_feat.mean().item():.3f}")
-            bar.update(1)
-        out.append(x.detach())
-    bar.close()
+            none = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+            return Iterate(loss=loss, success=none, rank=loss.detach(), output=x)
+
+        res = projected_descent(evaluate, [x0[start:start + batch_size]], project=lambda v: v[0].clamp_(0.0, 1.0),
+                                steps=steps, lr=lr, method="adam", keep="last", progress=progress and len(chunks) == 1,
+                                desc=f"inverting {layer}")
+        out.append(res.variables[0])
     return torch.cat(out).clamp_(0.0, 1.0)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..labels import check_labels
 from ..metrics.distances import flatten
 from .manifold import DEFAULT_PPCA_COMPONENTS, angular_consistency, neighbourhood_sets, ppca_delta_loglik
 from .neighbors import knn, knn_intersection, rank_statistic
@@ -46,11 +47,7 @@ def _check_index(idx: torch.Tensor, n: int, name: str, allow_negative: bool = Fa
 
 def _check_pool(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     feats = flatten(feats)
-    labels = torch.as_tensor(labels).to(feats.device)
-    if labels.ndim != 1 or labels.shape[0] != feats.shape[0]:
-        raise ValueError(f"labels must be 1-d with one entry per feature row ({feats.shape[0]}), "
-                         f"got shape {tuple(labels.shape)}")
-    return feats, labels.long()
+    return feats, check_labels(labels, feats.shape[0], device=feats.device)
 
 
 def _local_exclusion(exclude: torch.Tensor, members: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ mode or parameters, and their box constraints hold exactly on what they return.
 """
 from .attempts import KINDS, all_attempts, other_classes
 from .deepfool import DeepFoolResult, check_basis, deepfool
-from .box import check_images, linf_box, project, quantize
+from ..images import check_images
+from .box import linf_box, project, quantize
 from .directions import (backpropagate, gradient_direction, hot_cold_direction, lots_direction,
                          lots_self_direction)
 from .gradient_attacks import fgs, fgv, hot_cold

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import features
-from .box import check_images
+from ..images import check_images
 from .directions import gradient_direction, hot_cold_direction, lots_direction
 from .line_search import line_search, predict_labels
 

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import features
-from .box import check_images
+from ..images import check_images
+from ..labels import check_labels
 
 __all__ = ["DeepFoolResult", "deepfool", "check_basis"]
 
@@ -93,17 +94,6 @@ def _candidates(logits: torch.Tensor, clean: torch.Tensor, candidates: int | Non
     return boosted.topk(k, dim=1).indices
 
 
-def _check_target(target, n: int, num_classes: int, device) -> torch.Tensor:
-    t = torch.as_tensor(target, device=device).long().flatten()
-    if t.numel() == 1 and n != 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"target must be one class, or one per image ({n}), got {t.numel()}")
-    if n and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"target classes must be in 0..{num_classes - 1}, got {t.min().item()}..{t.max().item()}")
-    return t
-
-
 def deepfool(model: nn.Module, x: torch.Tensor, *, overshoot: float = 0.02, max_iter: int = 100,
              candidates: int | None = None, target=None, basis: torch.Tensor | None = None,
              box: tuple[float, float] | None = (0.0, 1.0), details: bool = False):
@@ -143,7 +133,7 @@ def _deepfool(model: nn.Module, x: torch.Tensor, *, overshoot: float, max_iter: 
         cand = _candidates(logits0, clean, candidates)
         label, active = clean.clone(), torch.ones(n, dtype=torch.bool, device=x0.device)
     else:
-        tgt = _check_target(target, n, num_classes, x0.device)
+        tgt = check_labels(target, n, num_classes=num_classes, name="target", broadcast=True, device=x0.device)
         label, active = clean.clone(), clean != tgt
     for _ in range(max_iter):
         idx = active.nonzero().flatten()

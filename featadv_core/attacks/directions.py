@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import features
-from .box import check_images
+from ..images import check_images
+from ..labels import check_labels
 
 __all__ = ["backpropagate", "lots_direction", "lots_self_direction", "gradient_direction", "hot_cold_direction"]
 
@@ -67,15 +68,6 @@ def lots_self_direction(model: nn.Module, x: torch.Tensor, *, layer: str, sign: 
     return backpropagate(model, x, lambda f: sign * f, layer=layer)
 
 
-def _check_labels(y: torch.Tensor, n: int, num_classes: int, name: str) -> torch.Tensor:
-    y = torch.as_tensor(y)
-    if y.dim() != 1 or len(y) != n:
-        raise ValueError(f"{name} must hold one class per image ({n}), got shape {tuple(y.shape)}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"{name} must be classes in 0..{num_classes - 1}, got values {y.min().item()}..{y.max().item()}")
-    return y.long()
-
-
 def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, kind: str) -> torch.Tensor:
     """``sign(∇_x J(x, y))`` (FGS, ``kind="sign"``) or ``∇_x J(x, y)`` (FGV, ``kind="value"``).
 
@@ -88,7 +80,7 @@ def gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ki
         raise ValueError(f"kind must be 'sign' (FGS) or 'value' (FGV), got {kind!r}")
 
     def vector(logits: torch.Tensor) -> torch.Tensor:
-        labels = _check_labels(y, len(logits), logits.shape[1], "y").to(logits.device)
+        labels = check_labels(y, len(logits), num_classes=logits.shape[1], name="y", device=logits.device)
         return torch.softmax(logits, 1) - F.one_hot(labels, logits.shape[1]).to(logits.dtype)
 
     g = backpropagate(model, x, vector, layer=None)
@@ -102,8 +94,8 @@ def hot_cold_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, hot: 
     ``hot == y`` raises. The image's own logits set the proportions, as the paper recommends.
     """
     def vector(logits: torch.Tensor) -> torch.Tensor:
-        cold = _check_labels(y, len(logits), logits.shape[1], "y").to(logits.device)
-        warm = _check_labels(hot, len(logits), logits.shape[1], "hot").to(logits.device)
+        cold = check_labels(y, len(logits), num_classes=logits.shape[1], name="y", device=logits.device)
+        warm = check_labels(hot, len(logits), num_classes=logits.shape[1], name="hot", device=logits.device)
         if bool((cold == warm).any()):
             raise ValueError("every hot class must differ from its image's own class y")
         rows = torch.arange(len(logits), device=logits.device)

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .. import features
-from .box import check_images, linf_box, project, quantize as quantize_box
+from ..images import check_images
+from .box import linf_box, project, quantize as quantize_box
 from .solvers import solve
 
 __all__ = ["feature_opt"]

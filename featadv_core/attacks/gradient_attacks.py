@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .box import check_images
+from ..images import check_images
 from .directions import gradient_direction, hot_cold_direction
 from .line_search import Attempts, line_search, predict_labels
 

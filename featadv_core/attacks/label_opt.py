@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import features
-from .box import check_images, linf_box, project
+from ..images import check_images
+from ..labels import check_labels
+from .box import linf_box, project
 from .solvers import solve
 
 __all__ = ["label_opt"]
@@ -66,18 +68,11 @@ def label_opt(
     if search_steps < 1:
         raise ValueError(f"search_steps must be >= 1, got {search_steps}")
     N, dev = x_src.shape[0], x_src.device
-    tgt = torch.as_tensor(target, device=dev)
-    if tgt.is_floating_point() or tgt.dim() > 1:
-        raise ValueError("target must be integer class labels (one int or a vector of N)")
-    tgt = tgt.long().expand(N) if tgt.dim() == 0 else tgt.long()
-    if tgt.shape[0] != N:
-        raise ValueError(f"target must have {N} labels (one per source), got {tgt.shape[0]}")
     mdtype = features.model_dtype(model, x_src.dtype)
     xs = x_src.detach()
     with torch.no_grad():
         n_classes = model(xs[:1].to(mdtype)).shape[1]
-    if bool(((tgt < 0) | (tgt >= n_classes)).any()):
-        raise ValueError(f"target labels must lie in [0, {n_classes - 1}], got {tgt.tolist()}")
+    tgt = check_labels(target, N, num_classes=n_classes, name="target", broadcast=True, device=dev)
     if eps is None:
         lo, hi = torch.zeros_like(xs), torch.ones_like(xs)
     else:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import features
-from .box import check_images
+from ..images import check_images
+from ..labels import predict_labels  # the core's one label predictor, exported here for the attacks
 
 __all__ = ["Attempts", "line_search", "apply_direction", "scale_grid", "unit_linf", "predict_labels"]
 
@@ -103,15 +103,6 @@ def scale_grid(eps_max: float, points: int, *, levels: int = GREY) -> torch.Tens
     top = torch.log10(torch.tensor(float(eps_max) * levels, dtype=torch.float64))
     grey = torch.unique(torch.round(torch.logspace(0, float(top), points, dtype=torch.float64)))
     return grey / levels
-
-
-@torch.no_grad()
-def predict_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """argmax of the logits, in chunks of ``batch_size``, in the model's dtype (on ``x``'s device)."""
-    mdtype = features.model_dtype(model, x.dtype)
-    if not len(x):
-        return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat([model(x[i:i + batch_size].to(mdtype)).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def _norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import features
-from .box import check_images
+from ..images import check_images
 from .directions import lots_direction, lots_self_direction
 from .feature_opt import _check_pair
 from .line_search import GREY, Attempts, _norms, apply_direction, line_search, predict_labels, unit_linf
@@ -179,7 +179,8 @@ def lots_iterative(
         z = vanished
         if feature_tolerance is not None:
             with torch.no_grad():
-                dist = (features.forward_to(model, cur[active], layer) - target_features[active]).flatten(1).norm(dim=1)
+                f = features.forward_to(model, cur[active].to(features.model_dtype(model, cur.dtype)), layer)
+                dist = (f - target_features[active]).flatten(1).norm(dim=1)
             z = z | (dist < feature_tolerance)
         done[active[z]] = True
         move = active[~z]

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .box import check_images, linf_box, project
+from .. import features
+from ..images import check_images
+from .box import linf_box, project
 from .projected import Iterate, projected_descent
 
 __all__ = ["pgd", "cross_entropy_objective"]
@@ -62,7 +64,7 @@ def pgd(
             default; labels are ``y`` or ``target``).
         keep: ``"best"``: per image, a misclassified (or on-target) iterate before one that is not,
             then the higher objective; ``"last"``: the final iterate (adversarial training).
-        generator: seeds the random start.
+        generator: seeds the random start, drawn on its device (``None``: the CPU's global stream).
         details: also return ``(success, curve)``: the kept iterate's success per image and the
             fraction of successes after each step.
 
@@ -77,19 +79,26 @@ def pgd(
         raise ValueError(f"random_start must be 'uniform', 'normal' or None, got {random_start!r}")
     lo, hi = linf_box(x, eps)
     objective = objective or cross_entropy_objective
+    mdtype = features.model_dtype(model, x.dtype)
     with torch.no_grad():
-        labels = model(x).argmax(1) if y is None else y.to(x.device)
+        labels = model(x.to(mdtype)).argmax(1) if y is None else y.to(x.device)
     aim = labels if target is None else target.to(x.device)
     sign = -1.0 if target is None else 1.0  # the loop minimises
     start = x.detach().clone()
+    gdev = generator.device if generator is not None else torch.device("cpu")
     if random_start == "uniform":
-        start = start + (torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1) * eps
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=gdev).to(x.device)
+        start = start + (noise * 2 - 1) * eps
     elif random_start == "normal":
-        start = start + 0.001 * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        start = start + 0.001 * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=gdev).to(x.device)
     start = project(start, lo, hi)
 
     def evaluate(v):
-        logits = model(v[0])
+        logits = model(v[0].to(mdtype))  # the iterate stays in x's dtype
+        # a half-precision model's objective and ranking in float32; autocast's bf16 logits (adversarial
+        # training of a float32 model) are left as they are, so that training is unchanged
+        if mdtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
         value = objective(logits, aim)
         pred = logits.argmax(1)
         success = (pred != labels) if target is None else (pred == aim)
@@ -107,6 +116,6 @@ def pgd(
     success = result.success
     if success is None:
         with torch.no_grad():
-            pred = model(x_adv).argmax(1)
+            pred = model(x_adv.to(mdtype)).argmax(1)
         success = (pred != labels) if target is None else (pred == aim)
     return x_adv, success, result.curve

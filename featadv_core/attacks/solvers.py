@@ -10,18 +10,19 @@ All solve ``B`` independent problems ``min f_b(x_b)`` s.t. ``lo_b ≤ x_b ≤ hi
   minimisation, line search) batched on the input's device, all pairs at once, converged
   pairs dropped.
 * ``"pgd"`` — projected Adam with a cosine-decayed step proportional to the box radius,
-  projection after every step, best iterate kept: the cheap first-order baseline.
+  projection after every step, best iterate kept: the cheap first-order baseline, on the
+  attacks' one projected loop (:func:`.projected.projected_descent`).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 import torch
 
 from .box import project
 from .lbfgsb import ValueAndGrad, minimize_box
+from .projected import Iterate, projected_descent
 
 __all__ = ["SOLVERS", "solve"]
 
@@ -133,45 +134,33 @@ def _scipy_pairs(value_and_grad, x0, lo, hi, *, steps, history, ftol, gtol, max_
 
 
 def _pgd(value_and_grad, x0, lo, hi, *, steps, step_size, progress, desc):
-    """Projected Adam (β = 0.9, 0.999) with a cosine-decayed step; keeps each pair's best iterate."""
+    """Projected Adam (β = 0.9, 0.999) with a cosine-decayed step; keeps each pair's best iterate.
+
+    Runs on :func:`.projected.projected_descent` (the attacks' one projected loop) with the
+    gradients ``value_and_grad`` supplies. Half-precision problems iterate in float32, rounded to
+    their own dtype after every step, so the network sees what the caller's dtype can hold.
+    """
     B = x0.shape[0]
     work = torch.float32 if x0.dtype in (torch.float16, torch.bfloat16) else x0.dtype
-    view = (B,) + (1,) * (x0.dim() - 1)
     if step_size is None:
-        radius = ((hi - lo).to(work) / 2).reshape(B, -1).amax(1)
-        lr0 = 0.1 * radius
+        lr0 = 0.1 * ((hi - lo).to(work) / 2).reshape(B, -1).amax(1)
     else:
         lr0 = torch.as_tensor(step_size, dtype=work, device=x0.device).expand(B)
-    lr0 = lr0.reshape(view)
     ids = torch.arange(B, device=x0.device)
-    x = project(x0.detach(), lo, hi).to(work)
     lo_w, hi_w = lo.to(work), hi.to(work)
-    m1 = torch.zeros_like(x)
-    m2 = torch.zeros_like(x)
-    best_x = x.clone()
-    best_f = torch.full((B,), math.inf, dtype=work, device=x0.device)
-    b1, b2, tiny = 0.9, 0.999, 1e-12
-    it = range(steps + 1)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=desc, unit="it", leave=False)
-    for t in it:
+
+    def evaluate(v):
+        x = v[0].detach()
         f, g = value_and_grad(x.to(x0.dtype), ids)
         f = f.detach().reshape(B).to(work)
-        better = f < best_f
-        best_f = torch.where(better, f, best_f)
-        best_x = torch.where(better.reshape(view), x, best_x)
-        if t == steps:
-            break
-        g = g.detach().to(work)
-        m1 = b1 * m1 + (1 - b1) * g
-        m2 = b2 * m2 + (1 - b2) * g * g
-        mhat = m1 / (1 - b1 ** (t + 1))
-        vhat = m2 / (1 - b2 ** (t + 1))
-        lr = lr0 * 0.5 * (1 + math.cos(math.pi * t / max(steps, 1)))
-        x = project(x - lr * mhat / (vhat.sqrt() + tiny), lo_w, hi_w)
-        if work != x0.dtype:
-            x = x.to(x0.dtype).to(work)
-    out = project(best_x.to(x0.dtype), lo, hi)
+        none = torch.zeros(B, dtype=torch.bool, device=x0.device)
+        return Iterate(loss=None, success=none, rank=f, output=x, grads=[g.detach().to(work)])
+
+    def box(v):
+        v[0].copy_(project(v[0], lo_w, hi_w).to(x0.dtype).to(work))
+
+    res = projected_descent(evaluate, [project(x0.detach(), lo, hi).to(work)], project=box, steps=steps, lr=lr0,
+                            method="adam", eps=1e-12, schedule="cosine", progress=progress, desc=desc)
+    out = project(res.output.to(x0.dtype), lo, hi)
     n = torch.full((B,), steps, dtype=torch.long, device=x0.device)
-    return out, {"loss": best_f, "n_iter": n, "n_evals": n + 1}
+    return out, {"loss": res.rank, "n_iter": n, "n_evals": n + 1}

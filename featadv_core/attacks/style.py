@@ -28,8 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import features
 from ..models.adain import StyleAutoencoder, channel_stats
-from .box import check_images
+from ..images import check_images
 from .projected import Iterate, projected_descent
 
 __all__ = ["StyleResult", "feature_augmentation", "feature_interpolation", "content_loss", "margin_loss",
@@ -100,6 +101,11 @@ def _clip_value(clip: str, dim: int) -> float:
     raise ValueError(f"clip must be 'paper' or 'code', got {clip!r}")
 
 
+def _work(dtype: torch.dtype) -> torch.dtype:
+    """The optimiser's dtype: float32 for half-precision inputs (Adam's moments), else the input's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _check(model: nn.Module, x: torch.Tensor, decoder: StyleAutoencoder, labels: torch.Tensor | None,
            target: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
     check_images(x)
@@ -108,7 +114,7 @@ def _check(model: nn.Module, x: torch.Tensor, decoder: StyleAutoencoder, labels:
                          f"got {type(decoder).__name__}")
     decoder.check()
     with torch.no_grad():
-        y = model(x).argmax(1) if labels is None else labels.to(x.device)
+        y = model(x.to(features.model_dtype(model, x.dtype))).argmax(1) if labels is None else labels.to(x.device)
     if target is not None:
         target = target.to(x.device)
         if target.shape != y.shape:
@@ -117,16 +123,21 @@ def _check(model: nn.Module, x: torch.Tensor, decoder: StyleAutoencoder, labels:
     return y, False
 
 
-def _run(model, decoder, base, aim, targeted, make_embedding, variables, project, dims, *, steps, lr, beta1, decay,
-         weight, kappa, topk, clip, progress, desc):
-    """FSA's optimisation of ``variables`` for the embeddings ``base = f(x)`` (shared by FA and FI)."""
+def _run(model, decoder, base, aim, targeted, make_embedding, variables, project, dims, x_dtype, *, steps, lr, beta1,
+         decay, weight, kappa, topk, clip, progress, desc):
+    """FSA's optimisation of ``variables`` for the embeddings ``base = f(x)`` (shared by FA and FI).
+
+    Each network runs in its own dtype (the embedding is cast to the autoencoder's, the images
+    to the classifier's); the losses are in the variables' working dtype (:func:`_work`), and
+    the images come back in ``x_dtype``."""
     stats = channel_stats(base)
+    mdtype, ddtype, work = features.model_dtype(model, x_dtype), features.model_dtype(decoder, x_dtype), _work(x_dtype)
 
     def evaluate(v):
-        t = make_embedding(base, stats, v)
+        t = make_embedding(base, stats, v).to(ddtype)
         images = decoder.decode(t)
-        content = content_loss(decoder, images, t)
-        logits = model(images)
+        content = content_loss(decoder, images, t).to(work)
+        logits = model(images.to(mdtype)).to(work)
         adv = margin_loss(logits, aim, kappa=kappa, targeted=targeted, topk=topk)
         return Iterate(loss=content + weight * adv, success=_success(logits.detach(), aim, targeted, topk),
                        rank=content.detach(), output=images)
@@ -134,8 +145,8 @@ def _run(model, decoder, base, aim, targeted, make_embedding, variables, project
     result = projected_descent(evaluate, variables, project=project, steps=steps, lr=lr, method="adam",
                                betas=(beta1, 0.999), decay=decay, clip=[_clip_value(clip, d) for d in dims],
                                progress=progress, desc=desc)
-    return StyleResult(result.output.detach(), result.success, result.rank, result.curve, result.first_success,
-                       result.variables)
+    return StyleResult(result.output.detach().to(x_dtype), result.success, result.rank, result.curve,
+                       result.first_success, result.variables)
 
 
 def _defaults(steps, lr, decay, weight):
@@ -203,8 +214,9 @@ def feature_augmentation(
     eps_m = eps if perturb in ("both", "mean") else 0.0
     eps_s = eps if perturb in ("both", "std") else 0.0
     n, c = x.shape[0], decoder.encoder.channels
+    work = _work(x.dtype)
     with torch.no_grad():
-        base = decoder.encoder(x)
+        base = decoder.encoder(x.to(features.model_dtype(decoder, x.dtype)))
     mean, std = (s.view(n, c) for s in channel_stats(base))
     if param == "log":
         def embed(base, stats, v):
@@ -215,10 +227,10 @@ def feature_augmentation(
             v[0].clamp_(-eps_m, eps_m)
             v[1].clamp_(-eps_s, eps_s)
 
-        start = [torch.zeros(n, c, device=x.device, dtype=x.dtype)] * 2
+        start = [torch.zeros(n, c, device=x.device, dtype=work)] * 2
     else:
         p_m, p_s = math.exp(eps_m), math.exp(eps_s)
-        lo_m, hi_m, lo_s, hi_s = mean.abs() / p_m, mean.abs() * p_m, std / p_s, std * p_s
+        lo_m, hi_m, lo_s, hi_s = (t.to(work) for t in (mean.abs() / p_m, mean.abs() * p_m, std / p_s, std * p_s))
 
         def embed(base, stats, v):
             mu, sigma = stats
@@ -228,9 +240,9 @@ def feature_augmentation(
             v[0].copy_(torch.minimum(torch.maximum(v[0], lo_m), hi_m))
             v[1].copy_(torch.minimum(torch.maximum(v[1], lo_s), hi_s))
 
-        start = [mean.abs(), std]
-    result = _run(model, decoder, base, aim, targeted, embed, start, project, (c, c), steps=steps, lr=lr, beta1=beta1,
-                  decay=decay, weight=weight, kappa=kappa, topk=topk, clip=clip, progress=progress,
+        start = [mean.abs().to(work), std.to(work)]
+    result = _run(model, decoder, base, aim, targeted, embed, start, project, (c, c), x.dtype, steps=steps, lr=lr,
+                  beta1=beta1, decay=decay, weight=weight, kappa=kappa, topk=topk, clip=clip, progress=progress,
                   desc="feature augmentation")
     return result if details else result.images
 
@@ -238,13 +250,16 @@ def feature_augmentation(
 @torch.no_grad()
 def class_prototypes(x_pool: torch.Tensor, y_pool: torch.Tensor, labels: torch.Tensor, k: int, *,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """For each label, ``k`` random images of that class from the pool: N×k×C×H×W (FI's vertices)."""
+    """For each label, ``k`` random images of that class from the pool: N×k×C×H×W (FI's vertices).
+
+    The draws are on ``generator``'s device (no generator: the CPU's global stream)."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
     out = []
     for label in labels.tolist():
         pool = torch.nonzero(y_pool == label).flatten()
         if len(pool) < k:
             raise ValueError(f"class {label} has {len(pool)} images in the pool, fewer than k = {k}")
-        out.append(x_pool[pool[torch.randperm(len(pool), generator=generator)[:k]]])
+        out.append(x_pool[pool[torch.randperm(len(pool), generator=generator, device=gdev)[:k].to(pool.device)]])
     return torch.stack(out)
 
 
@@ -291,14 +306,15 @@ def feature_interpolation(
         raise ValueError(f"prototypes must be N×k×{'×'.join(map(str, x.shape[1:]))} with N = {n}, "
                          f"got {tuple(prototypes.shape)}")
     k = prototypes.shape[1]
+    ddtype, work = features.model_dtype(decoder, x.dtype), _work(x.dtype)
     with torch.no_grad():
-        base = decoder.encoder(x)
+        base = decoder.encoder(x.to(ddtype))
         own_m, own_s = channel_stats(base)
         flat = prototypes.reshape(n * k, *x.shape[1:])
-        pm, ps = zip(*(channel_stats(decoder.encoder(flat[i:i + 500])) for i in range(0, n * k, 500)))
-        vert_m = torch.cat([own_m.view(n, 1, c), torch.cat(pm).view(n, k, c)], 1)  # N×(k+1)×C
-        vert_s = torch.cat([own_s.view(n, 1, c), torch.cat(ps).view(n, k, c)], 1)
-    w0 = torch.zeros(n, k + 1, device=x.device, dtype=x.dtype)
+        pm, ps = zip(*(channel_stats(decoder.encoder(flat[i:i + 500].to(ddtype))) for i in range(0, n * k, 500)))
+        vert_m = torch.cat([own_m.view(n, 1, c), torch.cat(pm).view(n, k, c)], 1).to(work)  # N×(k+1)×C
+        vert_s = torch.cat([own_s.view(n, 1, c), torch.cat(ps).view(n, k, c)], 1).to(work)
+    w0 = torch.zeros(n, k + 1, device=x.device, dtype=work)
     if init == "self":
         w0[:, 0] = 1
     else:
@@ -316,7 +332,7 @@ def feature_interpolation(
             t.copy_(project_simplex(t))
 
     start = [w0] if shared_weights else [w0, w0.clone()]
-    result = _run(model, decoder, base, aim, targeted, embed, start, project, (k + 1,) * len(start), steps=steps,
-                  lr=lr, beta1=beta1, decay=decay, weight=weight, kappa=kappa, topk=topk, clip=clip,
+    result = _run(model, decoder, base, aim, targeted, embed, start, project, (k + 1,) * len(start), x.dtype,
+                  steps=steps, lr=lr, beta1=beta1, decay=decay, weight=weight, kappa=kappa, topk=topk, clip=clip,
                   progress=progress, desc="feature interpolation")
     return result if details else result.images

@@ -35,7 +35,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import features
-from .box import check_images
+from ..images import check_images
+from ..labels import predict_labels
 from .deepfool import _deepfool
 
 __all__ = ["UniversalResult", "universal_perturbation", "project_ball"]
@@ -62,11 +63,6 @@ def project_ball(v: torch.Tensor, xi: float, p: float) -> torch.Tensor:
     raise ValueError(f"p must be 2 or math.inf, got {p!r}")
 
 
-@torch.no_grad()
-def _labels(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, batch_size: int = 512) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size].to(dtype)).argmax(1) for i in range(0, len(x), batch_size)])
-
-
 def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, p: float = math.inf,
                            delta: float = 0.2, max_passes: int = 10, df_overshoot: float = 0.02,
                            df_max_iter: int = 10, candidates: int | None = 10, seed: int = 0,
@@ -84,7 +80,7 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, p: f
         raise ValueError(f"max_passes must be ≥ 1, got {max_passes}")
     project_ball(torch.zeros(1), xi, p)  # validates xi and p
     mdtype = features.model_dtype(model, x.dtype)
-    clean = _labels(model, x, mdtype)
+    clean = predict_labels(model, x, batch_size=512)
     with torch.no_grad():
         num_classes = model(x[:1].to(mdtype)).shape[1]
     k = None if candidates is None else min(int(candidates), num_classes)
@@ -93,16 +89,16 @@ def universal_perturbation(model: nn.Module, x: torch.Tensor, *, xi: float, p: f
     history: list[float] = []
     updates = 0
     for _ in tqdm(range(max_passes), desc="UAP passes", disable=not progress, leave=False):
-        for i in torch.randperm(len(x), generator=gen).tolist():
+        for i in torch.randperm(len(x), generator=gen, device="cpu").tolist():  # the order: device-independent
             xi_v = x[i:i + 1].to(mdtype) + v
-            if _labels(model, xi_v, mdtype)[0] != clean[i]:
+            if predict_labels(model, xi_v, batch_size=512)[0] != clean[i]:
                 continue
             _, res = _deepfool(model, xi_v, overshoot=df_overshoot, max_iter=df_max_iter, candidates=k, target=None,
                                basis=None, box=None, details=True)
             if bool(res.success[0]):
                 v = project_ball(v + res.perturbation, xi, p)
                 updates += 1
-        fooled = _labels(model, x.to(mdtype) + v, mdtype) != clean
+        fooled = predict_labels(model, x.to(mdtype) + v, batch_size=512) != clean
         history.append(fooled.double().mean().item())
         if history[-1] >= 1 - delta:
             break

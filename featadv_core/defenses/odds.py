@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import features
-from ..attacks.box import check_images
+from ..images import check_images
 
 __all__ = ["NOISE_SOURCES", "OddsDetector", "fit_odds", "noise_statistics", "gaussian_cutoff", "threshold_for_fpr"]
 
@@ -40,12 +40,14 @@ NOISE_SOURCES: tuple[tuple[str, float], ...] = tuple((kind, eps) for kind in ("n
 
 
 def _noise(kind: str, eps: float, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Float32 noise of ``kind`` and scale ``eps``, drawn on ``generator``'s device."""
+    dev = generator.device
     if kind == "normal":
-        return eps * torch.randn(shape, generator=generator)
+        return eps * torch.randn(shape, generator=generator, device=dev)
     if kind == "sign":
-        return eps * (torch.randint(0, 2, shape, generator=generator) * 2 - 1).float()
+        return eps * (torch.randint(0, 2, shape, generator=generator, device=dev) * 2 - 1).float()
     if kind == "uniform":
-        return eps * (torch.rand(shape, generator=generator) * 2 - 1)
+        return eps * (torch.rand(shape, generator=generator, device=dev) * 2 - 1)
     raise ValueError(f"unknown noise kind {kind!r}; valid: normal, sign, uniform")
 
 
@@ -54,18 +56,22 @@ def noise_statistics(model: nn.Module, x: torch.Tensor, *, feature_layer: str, h
                      sources: Sequence[tuple[str, float]] = NOISE_SOURCES, draws: int = 256, seed: int = 0,
                      batch_size: int = 2048, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes (N) and the averaged statistics ``ḡ`` (N × sources × K): entry ``[n, s, z]`` is
-    ``⟨w_z − w_y, mean_η φ(x_n + η) − φ(x_n)⟩`` for source ``s`` (0 at ``z = y``)."""
+    ``⟨w_z − w_y, mean_η φ(x_n + η) − φ(x_n)⟩`` for source ``s`` (0 at ``z = y``).
+
+    The noise is drawn where ``head`` lives when that is a CUDA device (no host draws and copies;
+    the same ``seed`` then gives other draws than on the CPU), else on the CPU."""
     check_images(x)
     if draws < 1 or not sources:
         raise ValueError(f"need at least one noise source and one draw, got {len(sources)} and {draws}")
     device = head.weight.device
     w = head.weight.float()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
+    mdtype = features.model_dtype(model, x.dtype)
     per_chunk = max(1, batch_size // draws)
     preds, stats = [], []
     chunks = range(0, len(x), per_chunk)
     for i in tqdm(chunks, desc="O2 noise statistics", unit="chunk", leave=False, disable=not progress):
-        xb = x[i:i + per_chunk].to(device)
+        xb = x[i:i + per_chunk].to(device=device, dtype=mdtype)
         phi = features.forward_to(model, xb, feature_layer).flatten(1).float()
         y = head(phi.to(head.weight.dtype)).argmax(1)
         rows = []

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ..labels import check_labels
+
 __all__ = [
     "flatten", "euclidean", "cosine_distance", "pairwise_distances", "distance_ratio",
     "mean_intra_class_distance", "mean_nn_distance",
@@ -78,17 +80,6 @@ def _rowwise_pair(a: torch.Tensor, b: torch.Tensor, names: str = "a and b") -> t
             f"{a.shape[0]} vs {b.shape[0]}")
     dtype = torch.promote_types(a.dtype, b.dtype)
     return a.to(dtype), b.to(dtype)
-
-
-def _check_labels(labels: torch.Tensor, n: int) -> torch.Tensor:
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"labels must be a 1-d tensor of length {n} (one per point), got shape {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if n and labels.min() < 0:
-        raise ValueError("labels must be non-negative class indices")
-    return labels.long()
 
 
 # --------------------------------------------------------------------------- row-wise
@@ -245,7 +236,7 @@ def _per_class(feats: torch.Tensor, labels: torch.Tensor, num_classes: int | Non
                stat: Callable[[torch.Tensor], torch.Tensor], min_points: int, what: str) -> torch.Tensor:
     feats = flatten(feats)
     _check_nonempty(feats, "feats")
-    labels = _check_labels(labels, feats.shape[0]).to(feats.device)
+    labels = check_labels(labels, feats.shape[0], device=feats.device)
     classes, counts = torch.unique(labels, return_counts=True)
     size = int(classes.max()) + 1 if num_classes is None else int(num_classes)
     if size <= int(classes.max()):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..attacks.box import check_images
+from ..images import check_images
 
 __all__ = ["ssim", "pass_score", "ecc_align", "BORDERS"]
 

@@ -32,12 +32,12 @@ from torch import nn
 
 from .architectures.allconv import allconv_cifar
 from .architectures.named import NamedLayerNet, Normalize
+from .architectures.torchvision_names import torchvision_layer_map
 
 __all__ = ["STAT_EPS", "channel_stats", "adain", "normalise", "StyleEncoder", "Decoder", "StyleAutoencoder",
-           "allconv_style_autoencoder", "vgg19_style_autoencoder", "VGG19_LAYERS"]
+           "allconv_style_autoencoder", "vgg19_style_autoencoder", "VGG19_ENCODER_LAYERS"]
 
-VGG19_LAYERS = {"conv1_1": "net.features.1", "conv2_1": "net.features.6", "conv3_1": "net.features.11",
-                "conv4_1": "net.features.20"}  # post-ReLU, the zoo's names for torchvision's VGG-19
+VGG19_ENCODER_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1")  # post-ReLU: the AdaIN code's relu1_1…relu4_1
 
 STAT_EPS = 1e-5  # inside σ's square root, as in the authors' code
 
@@ -146,10 +146,14 @@ class StyleEncoder(nn.Module):
         self.padding_mode = padding_mode
         for p in self.parameters():
             p.requires_grad_(False)
+        # probe and scales on the model's device and in its dtype (a CUDA or half-precision classifier)
+        ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+        dev = ref.device if ref is not None else torch.device("cpu")
+        dt = ref.dtype if ref is not None else torch.get_default_dtype()
         with torch.no_grad():
-            shapes = [t.shape[1] for t in self._raw(torch.zeros(1, *model.input_shape))]
+            shapes = [t.shape[1] for t in self._raw(torch.zeros(1, *model.input_shape, device=dev, dtype=dt))]
         for i, c in enumerate(shapes):
-            self.register_buffer(f"scale{i}", torch.ones(1, c, 1, 1))
+            self.register_buffer(f"scale{i}", torch.ones(1, c, 1, 1, device=dev, dtype=dt))
         self.input_shape = tuple(model.input_shape)
         self.channels = shapes[-1]
 
@@ -193,8 +197,9 @@ class StyleEncoder(nn.Module):
         return self
 
     def fingerprint(self) -> bytes:
-        """SHA-256 (32 bytes) of the encoder's weights and scales, as float32 values on any device
-        and in any dtype: what a decoder is trained for."""
+        """SHA-256 (32 bytes) of the encoder's weights and scales, as float32 values on any device:
+        what a decoder is trained for. The zoo's float16-rounded weights hash the same in float16,
+        float32 and float64, not in bfloat16 (which rounds them)."""
         digest = hashlib.sha256()
         for name, t in self.state_dict().items():
             digest.update(name.encode())
@@ -242,11 +247,12 @@ class Decoder(nn.Module):
             layers.append(conv)
             if i < last:
                 layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
+        dev = encoder.normalize.mean.device
+        self.net = nn.Sequential(*layers).to(device=dev)  # drawn on the CPU (the seeded stream), then moved
         self.channels = convs[-1][2] if convs[-1][0] == "conv" else None
         self.register_buffer("mean", encoder.normalize.mean.clone())
         self.register_buffer("std", encoder.normalize.std.clone())
-        self.register_buffer("encoder_fingerprint", torch.zeros(32, dtype=torch.uint8))
+        self.register_buffer("encoder_fingerprint", torch.zeros(32, dtype=torch.uint8, device=dev))
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         return (self.mean + self.std * self.net(embedding)).clamp(0, 1)
@@ -273,6 +279,10 @@ class StyleAutoencoder(nn.Module):
             raise ValueError("this decoder is untrained (no encoder fingerprint); train it with "
                              "featadv_core.models.decoder_training.train_decoder or use a zoo decoder")
         if recorded != self.encoder.fingerprint():
+            if any(t.dtype == torch.bfloat16 for t in self.encoder.state_dict().values()):
+                raise ValueError("the encoder's fingerprint differs from the one this decoder recorded: the encoder "
+                                 "was cast to bfloat16, which rounds its weights; keep it in float32/float16 and "
+                                 "use torch.autocast for bfloat16 instead")
             raise ValueError("this decoder was trained for another encoder (its recorded encoder fingerprint "
                              "differs from this encoder's weights/calibration); use the decoder trained with it")
         return self
@@ -304,9 +314,11 @@ def vgg19_style_autoencoder(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225
     """
     import torchvision
 
-    names = list(VGG19_LAYERS)
+    names = list(VGG19_ENCODER_LAYERS)
     if layer not in names:
         raise ValueError(f"unknown VGG-19 encoder layer {layer!r}; valid: {', '.join(names)}")
-    vgg = NamedLayerNet(Normalize(mean, std), torchvision.models.vgg19(weights=None), VGG19_LAYERS, (3, 32, 32)).eval()
+    net = torchvision.models.vgg19(weights=None)
+    layer_map = {name: path for name, path in torchvision_layer_map("vgg19", net).items() if name in names}
+    vgg = NamedLayerNet(Normalize(mean, std), net, layer_map, (3, 32, 32)).eval()
     encoder = StyleEncoder(vgg, layer, tuple(names[:names.index(layer) + 1]))
     return StyleAutoencoder(encoder, Decoder(encoder))

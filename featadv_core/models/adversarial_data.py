@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from .. import data, pairs
-from ..attacks.attempts import KINDS, all_attempts  # the submodules themselves: a new attack elsewhere in
-from ..attacks.line_search import predict_labels  # attacks/ leaves these training sets' fingerprint alone
-from ..repro import cached
+from ..attacks.attempts import KINDS, all_attempts  # the submodule itself: its cache key follows only the
+from ..labels import predict_labels                  # attacks these training sets use
+from ..repro import cached_chunks
 
 __all__ = ["ORIGINS_PER_CLASS", "LAYERS", "DEFORMED_COPIES", "training_attempts", "union", "deformed_mnist",
            "fgs_union", "fgv_union", "hc_union", "lots_union", "lots_conv1_union", "lots_conv2_union",
@@ -50,33 +50,29 @@ def training_attempts(base: nn.Module, group: str) -> dict[str, torch.Tensor]:
 
     Origins: the training digits ``base`` classifies correctly (all, or ``ORIGINS_PER_CLASS``
     per class, stratified, seed 0); LOTS targets: the first correct digit of each class.
-    ``origin`` indexes the training split. Cached on disk (the model's weights, the group and the
-    code are the key).
+    ``origin`` indexes the training split. Cached on disk chunk by chunk (``_CHUNK`` origins;
+    the model's weights, the group, the chunk's rows and the code are the key), so a run killed
+    after 50 minutes of an hour loses one chunk, not the hour; under ``torchrun`` the chunks are
+    shared out among the processes.
     """
     if group not in _KINDS:
         raise ValueError(f"unknown group {group!r}; valid: {', '.join(_KINDS)}")
+    x, y = data.load("mnist", "train")
+    pred = predict_labels(base, x.to(_device(base))).cpu()
+    per_class = ORIGINS_PER_CLASS[group]
+    idx = ((pred == y).nonzero().flatten() if per_class is None
+           else pairs.stratified(y, per_class, mask=pred == y, seed=0))
+    x_t = x[pairs.first_correct_per_class(y, pred)].to(_device(base))
 
-    def compute() -> dict[str, torch.Tensor]:
-        from tqdm.auto import tqdm
+    def compute(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = all_attempts(base, x[rows].to(_device(base)), x_t, layers=LAYERS, kinds=_KINDS[group])
+        out = {k: v.cpu() for k, v in out.items()}
+        out["origin"] = rows[out["origin"]]
+        return out
 
-        x, y = data.load("mnist", "train")
-        pred = predict_labels(base, x.to(_device(base))).cpu()
-        per_class = ORIGINS_PER_CLASS[group]
-        idx = ((pred == y).nonzero().flatten() if per_class is None
-               else pairs.stratified(y, per_class, mask=pred == y, seed=0))
-        x_t = x[pairs.first_correct_per_class(y, pred)].to(_device(base))
-        parts = []
-        for i in tqdm(range(0, len(idx), _CHUNK), desc=f"adversarial training data ({group})", leave=False):
-            rows = idx[i:i + _CHUNK]
-            out = all_attempts(base, x[rows].to(_device(base)), x_t, layers=LAYERS, kinds=_KINDS[group])
-            out = {k: v.cpu() for k, v in out.items()}
-            out["origin"] = rows[out["origin"]]
-            parts.append(out)
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-    return cached("lots_training_attempts", {"group": group, "per_class": ORIGINS_PER_CLASS[group],
-                                             "layers": list(LAYERS)},
-                  compute, model=base, code=(all_attempts, training_attempts))
+    return cached_chunks(f"lots_training_attempts-{group}", {"group": group, "per_class": per_class,
+                                                             "layers": list(LAYERS)},
+                         [idx], compute, batch_size=_CHUNK, model=base, code=(all_attempts, training_attempts))
 
 
 def union(base: nn.Module, kind: str | None, layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,22 +145,27 @@ def deform(x: torch.Tensor, generator: torch.Generator, *, alpha: float = 34.0, 
     Simard et al.'s (2003) elastic field: uniform [−1, 1] displacements smoothed by a Gaussian of
     ``sigma`` pixels and scaled by ``alpha`` pixels (torchvision's ``gaussian_blur``), added to a
     random rotation (±``degrees``), scaling and translation (±``shift`` pixels)
-    (``affine_grid``). Zero padding; the result is clamped to [0, 1].
+    (``affine_grid``). Zero padding; the result is clamped to [0, 1]. Drawn on ``generator``'s
+    device, computed on ``x``'s.
     """
     import torch.nn.functional as F
     from torchvision.transforms.v2.functional import gaussian_blur
 
     n, _, h, w = x.shape
-    u = lambda *size: torch.rand(*size, generator=generator, dtype=x.dtype)  # noqa: E731
+
+    def u(*size):
+        return torch.rand(*size, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
+
+    wh = torch.tensor([w, h], dtype=x.dtype, device=x.device)
     angle = (u(n) * 2 - 1) * degrees * torch.pi / 180
     s = scale[0] + (scale[1] - scale[0]) * u(n)
-    t = (u(n, 2) * 2 - 1) * shift * 2 / torch.tensor([w, h], dtype=x.dtype)
+    t = (u(n, 2) * 2 - 1) * shift * 2 / wh
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
     theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
     radius = int(3 * sigma)
     field = gaussian_blur(u(n, 2, h, w) * 2 - 1, [2 * radius + 1] * 2, [sigma, sigma]) * alpha
-    field = field * 2 / torch.tensor([w, h], dtype=x.dtype).view(1, 2, 1, 1)  # pixels → normalised coordinates
+    field = field * 2 / wh.view(1, 2, 1, 1)  # pixels → normalised coordinates
     return F.grid_sample(x, grid + field.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros",
                          align_corners=False).clamp(0, 1)
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import data
 from ..attacks.pgd import pgd
+from ..labels import predict_labels
 from .train import TrainConfig, accuracy
 
 __all__ = ["EPS", "fgsm_rs_loss", "pgd3_loss", "pgd7_loss", "targeted_pgd3_loss", "adversarial_cross_entropy",
@@ -56,8 +57,10 @@ def pgd7_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainC
 
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A uniformly random class ≠ ``y`` per image."""
-    shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
+    """A uniformly random class ≠ ``y`` per image, drawn on ``generator``'s device (``None``: the
+    CPU's global stream)."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator, device=gdev).to(y.device)
     return (y + shift) % num_classes
 
 
@@ -82,8 +85,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         adv = pgd(model, xb, yb, eps=eps, steps=steps, step_size=step_size, generator=gen)
-        with torch.no_grad():
-            correct += (model(adv).argmax(1) == yb).sum().item()
+        correct += (predict_labels(model, adv, batch_size=batch_size) == yb).sum().item()
     return correct / len(x)
 
 

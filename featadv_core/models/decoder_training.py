@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adain import StyleAutoencoder, adain, channel_stats
+from .train import _autocast
 
 __all__ = ["DecoderConfig", "decoder_losses", "same_class_pairs", "train_decoder", "fit_decoder"]
 
@@ -68,13 +69,17 @@ def decoder_losses(ae: StyleAutoencoder, content: torch.Tensor, style: torch.Ten
 
 
 def same_class_pairs(y: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random (content, style) index pairs with equal labels ``y`` (uniform over images)."""
+    """``n`` random (content, style) index pairs with equal labels ``y`` (uniform over images).
+
+    Drawn on ``generator``'s device; the indices are on ``y``'s."""
     order = torch.argsort(y, stable=True)
     counts = torch.bincount(y)
     starts = torch.cumsum(counts, 0) - counts
-    first = torch.randint(0, len(y), (n,), generator=generator)
+    g = generator.device
+    first = torch.randint(0, len(y), (n,), generator=generator, device=g).to(y.device)
     label = y[first]
-    second = starts[label] + (torch.rand(n, generator=generator) * counts[label]).long().clamp_max(counts[label] - 1)
+    u = torch.rand(n, generator=generator, device=g).to(y.device)
+    second = starts[label] + (u * counts[label]).long().clamp_max(counts[label] - 1)
     return first, order[second]
 
 
@@ -94,9 +99,9 @@ def train_decoder(ae: StyleAutoencoder, x: torch.Tensor, y: torch.Tensor, config
     if len(x) != len(y) or len(x) < 2:
         raise ValueError(f"need at least two labelled images, got {len(x)} images and {len(y)} labels")
     device = ae.decoder.mean.device
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # on the CPU on every device: the same pairs
     torch.manual_seed(config.seed)
-    calib = torch.randperm(len(x), generator=generator)[:config.calibration_images]
+    calib = torch.randperm(len(x), generator=generator, device="cpu")[:config.calibration_images]
     ae.encoder.calibrate(x[calib])
     ae.decoder.encoder_fingerprint.copy_(torch.tensor(list(ae.encoder.fingerprint()), dtype=torch.uint8))
     opt = torch.optim.Adam(ae.decoder.parameters(), lr=config.lr)
@@ -104,12 +109,13 @@ def train_decoder(ae: StyleAutoencoder, x: torch.Tensor, y: torch.Tensor, config
         opt, lambda t: min(1.0, (t + 1) / max(config.warmup, 1)) / (1.0 + config.decay * t))
     pixel = config.pixel_weight > 0
     names = ("content", "style", "pixel")[:3 if pixel else 2]
-    log, running = [], torch.zeros(len(names))
+    log, running = [], torch.zeros(len(names), device=device)  # on the device: one host sync per 50 steps
+    autocast = _autocast(device, config.bf16)
     ae.decoder.train()
     bar = tqdm(range(config.steps), desc=desc, unit="step", leave=False)
     for step in bar:
         i, j = same_class_pairs(y, config.pairs, generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with autocast:
             losses = decoder_losses(ae, x[i].to(device), x[j].to(device), pixel=pixel)
             loss = (losses[0] + config.style_weight * losses[1]).sum()
             if pixel:
@@ -118,7 +124,7 @@ def train_decoder(ae: StyleAutoencoder, x: torch.Tensor, y: torch.Tensor, config
         loss.backward()
         opt.step()
         sched.step()
-        running += torch.stack([part.detach().float().mean() for part in losses]).cpu()
+        running += torch.stack([part.detach().float().mean() for part in losses])
         if (step + 1) % 50 == 0 or step + 1 == config.steps:
             means = (running / ((step % 50) + 1)).tolist()
             log.append({"step": step + 1, **dict(zip(names, means))})

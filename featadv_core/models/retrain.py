@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.restamp:
         for model_id in [i for i in zoo.code_drift() if i in ids]:
             zoo.restamp(model_id)
-            print(f"{model_id}: card restamped with the current code fingerprint (weights unchanged)")
+            print(f"{model_id}: current code fingerprint recorded (checkpoint unchanged)")
         return
     todo = ids if args.all else [i for i in stale() if i in ids]
     if not todo:
         print("every shipped checkpoint matches its recipe; nothing to do (--all retrains anyway)")
     for model_id in _bases_first(todo):
         card = zoo.train(model_id, device=args.device, out=zoo.shipped_path(model_id))
+        zoo.restamp(model_id)  # the code that made it is the reference for later drift warnings
         quality = (f"test accuracy {card['test_accuracy']:.2%} (float32 {card['test_accuracy_fp32']:.2%})"
                    if "test_accuracy" in card else f"PSNR {card['psnr_db']:.2f} dB, accuracy on g(f(x)) "
                    f"{card['decoder_accuracy']:.2%} (clean {card['clean_accuracy']:.2%})")

@@ -6,14 +6,18 @@ weights stay float32 (autocast computes convolutions and matrix products in bflo
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from .. import distributed
+from ..labels import predict_labels
 
 __all__ = ["TrainConfig", "LossFn", "augment", "accuracy", "cross_entropy_loss", "train_classifier"]
 
@@ -30,7 +34,7 @@ class TrainConfig:
     crop_pad: int = 0          # random translation by up to this many pixels (reflect padding)
     flip: bool = False         # random horizontal flips
     label_smoothing: float = 0.0
-    bf16: bool = False         # bfloat16 autocast for the forward/backward pass
+    bf16: bool = False         # bfloat16 autocast for the forward/backward pass (where native: see _autocast)
     channels_last: bool = False
     seed: int = 0
 
@@ -43,35 +47,51 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, confi
     return F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
 
 
+def _autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
+    """The training step's precision: bfloat16 autocast where ``bf16`` asks for it and ``device``
+    computes it natively (the CPU; CUDA from compute capability 8, Ampere), else float32.
+
+    Elsewhere (an older GPU, where torch would emulate bf16 or refuse it; MPS; ``meta``) it warns
+    and trains in float32: float16 would need a gradient scaler. Disabled, no autocast is built
+    (``torch.autocast`` refuses device types it does not know, such as ``meta``).
+    """
+    if not bf16:
+        return nullcontext()
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    warnings.warn(f"bf16 autocast is not native on {device}; training in float32", stacklevel=3)
+    return nullcontext()
+
+
 def augment(x: torch.Tensor, *, crop_pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crops (reflect-padded by ``crop_pad``) and horizontal flips, for a whole batch.
 
-    One gather for the crops and one ``where`` for the flips: no per-sample Python loop.
+    One gather for the crops and one ``where`` for the flips: no per-sample Python loop. The
+    offsets and flips are drawn on ``generator``'s device.
     """
     n, _, h, w = x.shape
+    g = generator.device
     if crop_pad:
         padded = F.pad(x, (crop_pad,) * 4, mode="reflect")
-        oy = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator).to(x.device)
-        ox = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator).to(x.device)
+        oy = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator, device=g).to(x.device)
+        ox = torch.randint(0, 2 * crop_pad + 1, (n,), generator=generator, device=g).to(x.device)
         rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # n×h×1
         cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]  # n×1×w
         batch = torch.arange(n, device=x.device)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
     if flip:
-        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
+        mask = (torch.rand(n, generator=generator, device=g) < 0.5).to(x.device).view(n, 1, 1, 1)
         x = torch.where(mask, x.flip(3), x)
     return x.contiguous()
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (used as is: call ``.eval()`` first) on ``(x, y)``, in float32."""
-    device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        pred = model(x[i:i + batch_size].to(device)).argmax(1).cpu()
-        correct += (pred == y[i:i + batch_size]).sum().item()
-    return correct / len(x)
+    """Top-1 accuracy of ``model`` (used as is: call ``.eval()`` first) on ``(x, y)``, in the model's dtype."""
+    pred = predict_labels(model, x, batch_size=batch_size, device=next(model.parameters()).device).cpu()
+    return (pred == y).sum().item() / len(x)
 
 
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
@@ -83,9 +103,16 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config:
     progress bar counts batches (so it shows the time left) with the epoch and running loss.
     Deterministic given ``config.seed`` on a given device and thread count. Returns the model
     in eval mode, with contiguous (NCHW) parameters.
+
+    Under ``torchrun`` with K processes it trains with DistributedDataParallel
+    (:func:`featadv_core.distributed.data_parallel`): every rank starts from rank 0's weights,
+    draws the same shuffled and augmented global batch, computes the loss on its K-th of it (rows
+    r, r+K, ...), weighted by its share of the batch, and DDP averages the gradients, so each step
+    is the single process's step on the batch mean and the replicas stay identical.
     """
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(config.seed)
+    rank, size = distributed.world()
+    generator = torch.Generator().manual_seed(config.seed)  # on the CPU on every device: the same batches
     torch.manual_seed(config.seed)  # dropout masks, random starts of adversarial losses
     memory = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(memory_format=memory)
@@ -94,26 +121,34 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config:
     steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
                                                 steps_per_epoch=steps_per_epoch)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if config.bf16 else nullcontext
+    autocast = _autocast(device, config.bf16)
     model.train()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="batch", leave=False)
+    net = distributed.data_parallel(model)  # the model itself in one process
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="batch", leave=False,
+               disable=not distributed.is_main())
     for epoch in range(config.epochs):
-        perm = torch.randperm(len(x), generator=generator)
-        total = 0.0
+        perm = torch.randperm(len(x), generator=generator, device="cpu")
+        total, pending = 0.0, []
         for i in range(steps_per_epoch):
             idx = perm[i * config.batch_size:(i + 1) * config.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
             if config.crop_pad or config.flip:
                 xb = augment(xb, crop_pad=config.crop_pad, flip=config.flip, generator=generator)
-            with autocast():
-                loss = loss_fn(model, xb.contiguous(memory_format=memory), yb, config)
+            if size > 1:  # this rank's share of the global batch (augmented identically on every rank)
+                share = len(xb[rank::size]) * size / len(xb)
+                xb, yb = xb[rank::size], yb[rank::size]
+            with autocast:
+                loss = loss_fn(net, xb.contiguous(memory_format=memory), yb, config)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if size > 1 else loss).backward()
             opt.step()
             sched.step()
-            total += loss.item()
+            pending.append(loss.detach())
             bar.update()
-            if i % 20 == 0 or i == steps_per_epoch - 1:
+            if i % 20 == 0 or i == steps_per_epoch - 1:  # one host sync per 20 batches, not per batch
+                for value in torch.stack(pending).tolist():  # in order, as adding each .item() did
+                    total += value
+                pending.clear()
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / (i + 1):.3f}")
     bar.close()
     return model.to(memory_format=torch.contiguous_format).eval()

@@ -28,9 +28,11 @@ and after rounding). torchvision's ImageNet models (``alexnet``, ``vgg16``, ``vg
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
-import fcntl
+import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -40,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import data
+from .. import data, distributed
 from ..devices import resolve_device
 from ..features import feature_shapes, layer_names
 from ..repro import atomic_save, code_fingerprint, stable_hash, state_hash
@@ -48,10 +50,11 @@ from . import adain, adversarial_data, adversarial_training, architectures, atda
 from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
 
 __all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
-           "model_card", "recipe_key", "recipe_code", "code_drift", "restamp", "checkpoint_path", "shipped_path",
+           "model_card", "recipe_key", "weights_mode", "WEIGHTS_ENV", "recipe_code", "code_drift", "restamp", "checkpoint_path", "shipped_path",
            "shipped_is_current", "train", "SHIPPED_DIR"]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+FINGERPRINTS = "code_fingerprints.json"  # shipped id → fingerprint of its training code when last judged
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -109,6 +112,17 @@ class TorchvisionSpec:
     description: str
 
 
+def evaluate_decoder(ae: adain.StyleAutoencoder, recipe, base: torch.nn.Module) -> dict:
+    """The zoo card's entries for a decoder: :func:`.decoder_evaluation.decoder_quality` on 2,000 test images.
+
+    The classifier is ``base`` when it classifies the decoder's dataset (the encoder's own
+    network), else the zoo's ``allconv-<dataset>`` (an ImageNet VGG-19 encoder on CIFAR-10)."""
+    classifier = base if base.card.get("dataset") == recipe.dataset else get(f"allconv-{recipe.dataset}",
+                                                                            device=ae.decoder.mean.device)
+    x, y = data.load(recipe.dataset, "test", n=2000, seed=0)
+    return dict(decoder_evaluation.decoder_quality(ae, x, y, classifier), quality_classifier=classifier.model_id)
+
+
 DECODER_STEPS = 4000
 _CIFAR = dict(crop_pad=4, flip=True, label_smoothing=0.1, bf16=True, channels_last=True, batch_size=256)
 
@@ -155,7 +169,7 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
                                       "VGG-19 relu2_1 decoder; called on images it returns g(f(x))); trained with "
                                       "the paper's content and style losses plus our pixel term (pixel_weight)",
                                       base="allconv-cifar10", trainer=decoder_training.fit_decoder,
-                                      evaluate=decoder_evaluation.evaluate_decoder),
+                                      evaluate=evaluate_decoder),
     # Chapter 3's defended models: ResNet-20s on 20,000 CIFAR-10 training images, 5–8 epochs (CPU stand-ins, about
     # 10–25 minutes each; every card has its PGD-20 accuracy). Paper: Madry's and TRADES' CIFAR-10 models, Xie et al.'s ImageNet DenoiseAll, ATDA on SVHN.
     **{model_id: Recipe(builder, "cifar10", TrainConfig(epochs=epochs, lr=0.1, batch_size=128, crop_pad=4, flip=True,
@@ -182,7 +196,7 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
                                     "Style decoder for torchvision VGG-19 cut at relu2_1 on 32×32 CIFAR-10 (the paper's "
                                     "encoder; 300k steps × 64 pairs, lr 1e-4 as the authors' code)",
                                     base="vgg19", trainer=decoder_training.fit_decoder,
-                                    evaluate=decoder_evaluation.evaluate_decoder, ships=False),
+                                    evaluate=evaluate_decoder, ships=False),
     "madry-pgd7-resnet20-cifar10": Recipe(architectures.resnet20, "cifar10",
                                           TrainConfig(epochs=100, lr=0.1, batch_size=128, crop_pad=4, flip=True,
                                                       weight_decay=5e-4),
@@ -250,7 +264,8 @@ def _code(recipe: Recipe) -> tuple:
 def _base_key(base: str) -> str:
     spec = _spec(base)
     if isinstance(spec, TorchvisionSpec):  # a pretrained encoder (e.g. VGG-19 for chapter 3's decoder)
-        return stable_hash({"torchvision": spec.builder, "weights": spec.weights})
+        weights = spec.weights if weights_mode() == "pretrained" else "random"  # never share a random run's cache
+        return stable_hash({"torchvision": spec.builder, "weights": weights})
     return recipe_key(base)
 
 
@@ -281,31 +296,38 @@ def recipe_code(model_id: str) -> str:
     return stable_hash({"code": code_fingerprint(*_code(recipe)), "base": base})
 
 
-def code_drift() -> list[str]:
-    """Shipped, current checkpoints whose training code has changed since they were trained.
+def _fingerprints() -> dict[str, str]:
+    path = SHIPPED_DIR / FINGERPRINTS
+    return json.loads(path.read_text()) if path.is_file() else {}
 
-    A warning, not a verdict: the key does not follow the code's text. For each listed id a
-    person decides whether the change alters what the recipe trains (bump its ``version``,
-    ``make models`` retrains it) or not (``python -m featadv_core.models.retrain --restamp``).
+
+def code_drift() -> list[str]:
+    """Shipped, current checkpoints whose training code has changed since it was last judged.
+
+    A warning, not a verdict: the key does not follow the code's text. The reference is
+    ``checkpoints/code_fingerprints.json`` (the fingerprint at training time, or at the last
+    :func:`restamp`), a small text file, so judging a change never rewrites a checkpoint. For each
+    listed id a person decides whether the change alters what the recipe trains (bump its
+    ``version``, ``make models`` retrains it) or not (``python -m featadv_core.models.retrain --restamp``).
     """
-    drift = []
-    for model_id, spec in ZOO.items():
-        if isinstance(spec, Recipe) and spec.ships and shipped_is_current(model_id):
-            card = torch.load(shipped_path(model_id), map_location="cpu", weights_only=False)["card"]
-            if card.get("recipe_code") != recipe_code(model_id):
-                drift.append(model_id)
-    return drift
+    known = _fingerprints()
+    return [model_id for model_id, spec in ZOO.items()
+            if isinstance(spec, Recipe) and spec.ships and shipped_is_current(model_id)
+            and known.get(model_id) != recipe_code(model_id)]
 
 
 def restamp(model_id: str) -> None:
-    """Record the current recipe key and code fingerprint in ``model_id``'s shipped card, weights untouched.
+    """Record the current code fingerprint of ``model_id``'s training code as judged harmless (weights untouched).
 
-    For a code change a person has judged not to alter training (see :func:`code_drift`).
+    For a code change a person has judged not to alter training (see :func:`code_drift`); also
+    called when ``make models`` writes a shipped checkpoint.
     """
-    path = shipped_path(model_id)
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    blob["card"] = dict(blob["card"], recipe_key=recipe_key(model_id), recipe_code=recipe_code(model_id))
-    atomic_save(blob, path)
+    _recipe(model_id)
+    known = dict(_fingerprints(), **{model_id: recipe_code(model_id)})
+    path = SHIPPED_DIR / FINGERPRINTS
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(known.items())), indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def checkpoint_path(model_id: str) -> Path:
@@ -393,7 +415,7 @@ def train(model_id: str, *, device: str | torch.device = "auto", out: Path | Non
         "checkpoint_hash": state_hash(model),
     }
     model = model.cpu()
-    atomic_save({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
+    _save_checkpoint({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
     return card
 
 
@@ -418,7 +440,7 @@ def _train_own(model_id: str, recipe: Recipe, base: nn.Module | None, dev: torch
         "recipe_key": recipe_key(model_id), "recipe_code": recipe_code(model_id),
         "checkpoint_hash": state_hash(model),
     }
-    atomic_save({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
+    _save_checkpoint({"state_dict": _half_state(model), "card": card}, out or checkpoint_path(model_id))
     return card
 
 
@@ -438,67 +460,96 @@ def shipped_is_current(model_id: str) -> bool:
     return card.get("recipe_key") == recipe_key(model_id)
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock on ``path`` across processes: ``fcntl`` on POSIX, ``msvcrt`` on Windows."""
+    with open(path, "a+b") as fh:
+        if os.name == "nt":
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after 10 s: keep waiting for the trainer
+                    continue
+        else:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _save_checkpoint(blob: dict, path: Path) -> None:
+    """Rank 0 writes the checkpoint; under ``torchrun`` the others wait until it is on disk."""
+    if distributed.is_main():
+        atomic_save(blob, path)
+    distributed.barrier()
+
+
 def _load_own(model_id: str, device: torch.device) -> tuple[nn.Module, dict]:
     recipe = _recipe(model_id)
     path = shipped_path(model_id) if shipped_is_current(model_id) else checkpoint_path(model_id)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent processes: one trains, the others wait
-            if not path.is_file():
-                train(model_id, device=device, out=path)
+        if distributed.world_size() > 1:  # the ranks of one torchrun job train together (data-parallel)
+            train(model_id, device=device, out=path)
+        else:
+            with _file_lock(path.with_suffix(".lock")):  # independent processes: one trains, the others wait
+                if not path.is_file():
+                    train(model_id, device=device, out=path)
     model, card = _read(path, recipe)
     card = dict(card, checkpoint_file=str(path), shipped=path.parent == SHIPPED_DIR)
     return model.to(device).eval(), card
 
 
-def _torchvision_layer_map(builder: str, net: nn.Module) -> dict[str, str]:
-    """Paper-style names for torchvision's ImageNet models (post-ReLU, as Caffe's blobs)."""
-    if builder == "alexnet" or builder.startswith("vgg"):
-        names: dict[str, str] = {}
-        block, conv, convs = 1, 0, []
-        for idx, module in enumerate(net.features):
-            if isinstance(module, nn.Conv2d):
-                conv += 1
-                convs.append(idx)
-            elif isinstance(module, nn.ReLU):
-                label = f"conv{len(convs)}" if builder == "alexnet" else f"conv{block}_{conv}"
-                names[label] = f"net.features.{idx}"
-            elif isinstance(module, nn.MaxPool2d):
-                # AlexNet pools after conv1, conv2, conv5 → pool1, pool2, pool5 (CaffeNet's names)
-                label = f"pool{len(convs) if builder == 'alexnet' else block}"
-                names[label] = f"net.features.{idx}"
-                block, conv = block + 1, 0
-        relus = [i for i, m in enumerate(net.classifier) if isinstance(m, nn.ReLU)]
-        names["fc6"] = f"net.classifier.{relus[0]}"
-        names["fc7"] = f"net.classifier.{relus[1]}"
-        names["fc8"] = f"net.classifier.{len(net.classifier) - 1}"
-        return names
-    # googlenet, resnet50: torchvision's own top-level child names
-    return {name: f"net.{name}" for name, _ in net.named_children()
-            if name not in ("aux1", "aux2", "dropout")}
+WEIGHTS_ENV = "FEATADV_WEIGHTS"
+
+
+def weights_mode() -> str:
+    """``"pretrained"`` (the default) or ``"random"``, from the ``FEATADV_WEIGHTS`` environment variable.
+
+    ``random`` builds torchvision's ImageNet architectures with random weights instead of
+    downloading them: the switch that lets the paper presets' smoke run execute every line of a
+    paper-scale notebook on a machine without internet. Its numbers mean nothing, and every card,
+    model id and cache key says so.
+    """
+    mode = os.environ.get(WEIGHTS_ENV, "pretrained") or "pretrained"
+    if mode not in ("pretrained", "random"):
+        raise ValueError(f"{WEIGHTS_ENV} must be 'pretrained' or 'random', got {mode!r}")
+    return mode
 
 
 def _load_torchvision(model_id: str, spec: TorchvisionSpec, device: torch.device) -> tuple[nn.Module, dict]:
     import torchvision.models as tvm
 
     weights = getattr(tvm, spec.weights).DEFAULT
-    try:
-        net = getattr(tvm, spec.builder)(weights=weights)
-    except Exception as exc:
-        raise WeightsUnavailableError(
-            f"could not download the pretrained weights of {model_id!r} ({weights.url}): "
-            f"{type(exc).__name__}: {exc}\nOn a machine without internet, use the zoo's own "
-            f"models ({', '.join(k for k, v in ZOO.items() if isinstance(v, Recipe))}) or copy "
-            f"the file into torch's hub cache ({torch.hub.get_dir()}/checkpoints)."
-        ) from None
+    if weights_mode() == "random":
+        with torch.random.fork_rng(devices=[]):  # the same random network in every process; caller's RNG kept
+            torch.manual_seed(0)
+            net = getattr(tvm, spec.builder)(weights=None)
+    else:
+        try:
+            net = getattr(tvm, spec.builder)(weights=weights)
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"could not download the pretrained weights of {model_id!r} ({weights.url}): "
+                f"{type(exc).__name__}: {exc}\nOn a machine without internet, use the zoo's own "
+                f"models ({', '.join(k for k, v in ZOO.items() if isinstance(v, Recipe))}) or copy "
+                f"the file into torch's hub cache ({torch.hub.get_dir()}/checkpoints); "
+                f"{WEIGHTS_ENV}=random builds the architecture with random weights (smoke runs only)."
+            ) from None
+    net.eval()
     mean, std = _IMAGENET_NORMALISATION
     model = architectures.NamedLayerNet(architectures.Normalize(mean, std), net,
-                                        _torchvision_layer_map(spec.builder, net), (3, 224, 224))
+                                        architectures.torchvision_layer_map(spec.builder, net), (3, 224, 224))
+    random = weights_mode() == "random"
     card = {
-        "id": model_id, "description": spec.description, "architecture": spec.builder,
-        "dataset": "imagenet", "data_source": weights.url,
-        "test_accuracy": weights.meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100.0,
+        "id": model_id, "description": ("[RANDOM WEIGHTS: smoke run only] " if random else "") + spec.description,
+        "architecture": spec.builder, "dataset": "imagenet",
+        "data_source": f"random weights ({WEIGHTS_ENV}=random)" if random else weights.url,
+        "weights": "random" if random else spec.weights,
+        "test_accuracy": None if random else weights.meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100.0,
         "checkpoint_hash": state_hash(model),
     }
     return model.to(device).eval(), card

@@ -9,6 +9,7 @@ from .caffenet import caffenet_cifar
 from .lenet import lenet
 from .named import LocalResponseNorm, NamedLayerNet, Normalize, sequential
 from .resnet import DenoisingBlock, resnet20, resnet20_denoise
+from .torchvision_names import torchvision_layer_map
 
 __all__ = ["NamedLayerNet", "Normalize", "LocalResponseNorm", "sequential", "lenet", "caffenet_cifar",
-           "allconv_cifar", "resnet20", "resnet20_denoise", "DenoisingBlock"]
+           "allconv_cifar", "resnet20", "resnet20_denoise", "DenoisingBlock", "torchvision_layer_map"]
