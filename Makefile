@@ -7,7 +7,7 @@ SMOKE_DIR := _build/smoke
 CELL_TIMEOUT ?= 1200
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' -not -path '*/_build/*' | sort)
 
-.PHONY: book test unit smoke paper-smoke setup clean models paper bench
+.PHONY: book test unit smoke paper-smoke gpu-check setup clean models paper bench
 
 setup: $(STAMP)
 
@@ -68,6 +68,11 @@ paper-smoke: $(STAMP)
 	FEATADV_WEIGHTS=random FEATADV_TRAIN_BUDGET=smoke FEATADV_CLAIMS_DIR=$(CURDIR)/$(PAPER_SMOKE_DIR)/claims \
 	  $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) \
 	  $(PAPER_SMOKE_DIR)
+
+# On a lent CUDA machine: device-path tests, one smoke notebook and one paper preset per chapter on the GPU,
+# the benchmarks' GPU rows; one summary table (benchmarks/results/gpu_check.json). About 8 minutes on one GPU.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf _build

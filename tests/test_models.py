@@ -236,7 +236,7 @@ def test_random_weights_switch_builds_a_labelled_architecture(monkeypatch):
     model = models.get("alexnet", device="cpu")
     assert torch.equal(rng, torch.random.get_rng_state()), "the caller's random stream is untouched"
     assert model.card["weights"] == "random" and model.card["description"].startswith("[RANDOM WEIGHTS")
-    assert model.card["test_accuracy"] is None and model.input_shape == (3, 224, 224)
+    assert model.card["test_accuracy"] != model.card["test_accuracy"] and model.input_shape == (3, 224, 224)  # NaN
     assert model.card["checkpoint_hash"] == models.get("alexnet", device="cpu").card["checkpoint_hash"]
     from featadv_core import features
     assert features.forward_to(model, torch.rand(1, 3, 224, 224), "fc7").shape == (1, 4096)
@@ -301,3 +301,22 @@ def test_retraining_reproduces_the_shipped_card(offline_dir):
     shipped = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)["card"]
     assert card["recipe_key"] == shipped["recipe_key"]
     assert abs(card["test_accuracy"] - shipped["test_accuracy"]) <= 0.01
+
+
+def test_smoke_budget_trains_paper_recipes_briefly_under_their_own_key(tiny_zoo, monkeypatch):
+    """FEATADV_TRAIN_BUDGET=smoke: a paper-scale recipe trains one epoch on few images, labelled, under
+    another key; a shipped recipe's key (and so its checkpoint) is untouched."""
+    paper = zoo.Recipe(architectures.lenet, "mnist", TrainConfig(epochs=40), "paper-scale", ships=False)
+    monkeypatch.setitem(zoo.ZOO, "paper", paper)
+    full_key, shipped_key = zoo.recipe_key("paper"), zoo.recipe_key("lenet-mnist")
+    monkeypatch.setenv("FEATADV_TRAIN_BUDGET", "smoke")
+    assert zoo.recipe_key("paper") != full_key and zoo.recipe_key("lenet-mnist") == shipped_key
+    epochs = []
+    real = zoo.train_classifier
+    monkeypatch.setattr(zoo, "train_classifier", lambda m, x, y, config, **k: epochs.append((config.epochs, len(x)))
+                        or real(m, x, y, config, **k))
+    card = zoo.train("paper")
+    assert epochs == [(1, 40)] and card["description"].startswith("[SMOKE BUDGET")
+    monkeypatch.setenv("FEATADV_TRAIN_BUDGET", "huge")
+    with pytest.raises(ValueError, match="FEATADV_TRAIN_BUDGET"):
+        zoo.recipe_key("paper")

@@ -421,3 +421,21 @@ def test_run_style_attack_and_pgd_are_cached_and_chunk_independent(ae, net, imag
                       cache=False)  # recomputed: the random starts are seeded by the chunks' images
     assert (p1["images"] - images).abs().max() <= 4 / 255 and p1["success"].dtype == torch.bool
     assert torch.equal(p1["images"], p2["images"])
+
+
+@pytest.mark.data
+def test_a_decoder_for_a_float32_encoder_survives_the_checkpoint(offline_dir, monkeypatch):
+    """The paper's encoder (torchvision VGG-19) is float32: its decoder must still pass its check after the
+    zoo rounds the checkpoint to float16 (found by the paper presets' smoke run)."""
+    import dataclasses
+
+    from featadv_core.models import zoo
+
+    monkeypatch.setenv("FEATADV_WEIGHTS", "random")
+    monkeypatch.setenv("FEATADV_TRAIN_BUDGET", "smoke")
+    recipe = dataclasses.replace(zoo.ZOO["decoder-vgg19-cifar10"],
+                                 config=DecoderConfig(steps=1, pairs=2, calibration_images=8, warmup=0))
+    monkeypatch.setitem(zoo.ZOO, "decoder-vgg-tiny", recipe)
+    ae = zoo.get("decoder-vgg-tiny", device="cpu")
+    ae.check()
+    assert ae.card["description"].startswith("[SMOKE BUDGET")

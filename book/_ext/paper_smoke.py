@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PER_CLASS = 3       # images per class and split in the stand-in folder
-SIZE = 64           # their side in pixels (the presets' loaders resize to 224)
+PER_CLASS = {"train": 60, "test": 12, "val": 12}  # images per class in the stand-in folder (the smoke settings'
+SIZE = 64           # neighbour searches want a few hundred training images); their side in pixels (loaders resize to 224)
 
 
 def image_folder(out: Path) -> Path:
-    """The stand-in image folder: ``PER_CLASS`` CIFAR-10 images per class and split, as PNGs."""
+    """The stand-in image folder: ``PER_CLASS[split]`` CIFAR-10 images per class, as PNGs."""
     import numpy as np
     from PIL import Image
 
@@ -36,7 +36,7 @@ def image_folder(out: Path) -> Path:
     if (root / "done").is_file():
         return root
     for split, source in (("train", "train"), ("test", "test"), ("val", "test")):
-        x, y = data.load("cifar10", source, n=10 * PER_CLASS, seed=1)
+        x, y = data.load("cifar10", source, n=10 * PER_CLASS[split], seed=1)
         for i, (img, label) in enumerate(zip(x, y)):
             folder = root / split / f"class{int(label):02d}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def prepare(out: Path) -> int:
         values = yaml.safe_load(preset.read_text()) or {}
         args = ["-f", str(preset), "-p", "smoke", "True", "-p", "device", "cpu"]
         if isinstance(values.get("dataset"), str) and ("/" in values["dataset"] or values["dataset"].startswith("~")):
-            args += ["-p", "dataset", str(images)]
+            args += ["-p", "dataset", str(images.resolve())]
         target = out / f"{nb.parent.name}__{nb.name}"
         subprocess.run([sys.executable, "-m", "papermill", "--prepare-only", str(nb), str(target), *args],
                        check=True, capture_output=True)

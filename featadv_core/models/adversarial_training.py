@@ -26,7 +26,7 @@ from torch import nn
 from .. import data
 from ..attacks.pgd import pgd
 from ..labels import predict_labels
-from .train import TrainConfig, accuracy
+from .train import TrainConfig, accuracy, budgeted
 
 __all__ = ["EPS", "fgsm_rs_loss", "pgd3_loss", "pgd7_loss", "targeted_pgd3_loss", "adversarial_cross_entropy",
            "random_wrong_labels", "cifar10_train_20k", "robust_accuracy", "evaluate_robust"]
@@ -91,6 +91,6 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
 
 def evaluate_robust(model: nn.Module, recipe, base) -> dict:
     """The card's robustness entry: PGD-20 (8/255, step 2/255) accuracy on 1,000 test images."""
-    x, y = data.load(recipe.dataset, "test", n=1000, seed=0)
+    x, y = data.load(recipe.dataset, "test", n=budgeted(1000), seed=0)
     return {"pgd20_accuracy": robust_accuracy(model, x, y), "pgd20_images": len(x),
             "clean_accuracy_pgd20_images": accuracy(model, x, y)}

@@ -144,6 +144,10 @@ def fit_decoder(ae: StyleAutoencoder, recipe, base: torch.nn.Module) -> dict:
     enc = ae.encoder
     fresh = StyleEncoder(base, enc.layer, enc.style_layers, padding_mode=enc.padding_mode)
     enc.load_state_dict(fresh.state_dict())
+    with torch.no_grad():  # the weights the zoo's float16 checkpoint will hold: train (and fingerprint) on those
+        for t in enc.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
     ae.decoder.mean.copy_(enc.normalize.mean)  # the decoder undoes the encoder's own normalisation
     ae.decoder.std.copy_(enc.normalize.std)
     x, y = data.load(recipe.dataset, "train")

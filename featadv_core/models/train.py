@@ -6,6 +6,7 @@ weights stay float32 (autocast computes convolutions and matrix products in bflo
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -19,7 +20,30 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..labels import predict_labels
 
-__all__ = ["TrainConfig", "LossFn", "augment", "accuracy", "cross_entropy_loss", "train_classifier"]
+__all__ = ["TrainConfig", "LossFn", "augment", "accuracy", "cross_entropy_loss", "train_classifier", "BUDGET_ENV",
+           "train_budget", "budgeted"]
+
+BUDGET_ENV = "FEATADV_TRAIN_BUDGET"
+SMOKE_IMAGES = 256  # training images of a smoke-budget run; evaluations use at most a quarter of that
+
+
+def train_budget() -> str:
+    """``"full"`` (the default) or ``"smoke"``, from ``FEATADV_TRAIN_BUDGET``.
+
+    ``smoke`` trains the zoo's paper-scale recipes (those that do not ship) for one epoch on
+    ``SMOKE_IMAGES`` images, or a few decoder steps, so that the paper presets' smoke run executes
+    their training code on a CPU in seconds. Such a model is labelled in its card and cached under
+    its own key: it never serves a real run.
+    """
+    budget = os.environ.get(BUDGET_ENV, "full") or "full"
+    if budget not in ("full", "smoke"):
+        raise ValueError(f"{BUDGET_ENV} must be 'full' or 'smoke', got {budget!r}")
+    return budget
+
+
+def budgeted(n: int) -> int:
+    """``n`` evaluation images, or at most a quarter of ``SMOKE_IMAGES`` under the smoke budget."""
+    return min(n, SMOKE_IMAGES // 4) if train_budget() == "smoke" else n
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ from ..devices import resolve_device
 from ..features import feature_shapes, layer_names
 from ..repro import atomic_save, code_fingerprint, stable_hash, state_hash
 from . import adain, adversarial_data, adversarial_training, architectures, atda, decoder_evaluation, decoder_training, trades
-from .train import LossFn, TrainConfig, accuracy, cross_entropy_loss, train_classifier
+from .train import (SMOKE_IMAGES, LossFn, TrainConfig, accuracy, budgeted, cross_entropy_loss, train_budget,
+                    train_classifier)
 
 __all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
            "model_card", "recipe_key", "weights_mode", "WEIGHTS_ENV", "recipe_code", "code_drift", "restamp", "checkpoint_path", "shipped_path",
@@ -119,7 +120,7 @@ def evaluate_decoder(ae: adain.StyleAutoencoder, recipe, base: torch.nn.Module) 
     network), else the zoo's ``allconv-<dataset>`` (an ImageNet VGG-19 encoder on CIFAR-10)."""
     classifier = base if base.card.get("dataset") == recipe.dataset else get(f"allconv-{recipe.dataset}",
                                                                             device=ae.decoder.mean.device)
-    x, y = data.load(recipe.dataset, "test", n=2000, seed=0)
+    x, y = data.load(recipe.dataset, "test", n=budgeted(2000), seed=0)
     return dict(decoder_evaluation.decoder_quality(ae, x, y, classifier), quality_classifier=classifier.model_id)
 
 
@@ -196,7 +197,8 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
                                     "Style decoder for torchvision VGG-19 cut at relu2_1 on 32×32 CIFAR-10 (the paper's "
                                     "encoder; 300k steps × 64 pairs, lr 1e-4 as the authors' code)",
                                     base="vgg19", trainer=decoder_training.fit_decoder,
-                                    evaluate=evaluate_decoder, ships=False),
+                                    evaluate=evaluate_decoder, ships=False,
+                                    version=2),  # 2: the encoder is rounded to float16 before training (its check failed)
     "madry-pgd7-resnet20-cifar10": Recipe(architectures.resnet20, "cifar10",
                                           TrainConfig(epochs=100, lr=0.1, batch_size=128, crop_pad=4, flip=True,
                                                       weight_decay=5e-4),
@@ -282,11 +284,28 @@ def recipe_key(model_id: str) -> str:
     fields = {"builder": _name(recipe.builder), "dataset": recipe.dataset,
               "config": dataclasses.asdict(recipe.config),
               "base": _base_key(recipe.base) if recipe.base else None, "version": recipe.version}
+    if _smoke(recipe):  # a smoke-budget model never shares a full one's cache
+        fields["budget"] = "smoke"
     if recipe.trainer is not None:
         fields["trainer"] = _name(recipe.trainer)
     else:
         fields.update(loss=_name(recipe.loss), train_data=_name(recipe.train_data) if recipe.train_data else None)
     return stable_hash(fields)
+
+
+def _smoke(recipe: Recipe) -> bool:
+    """Whether ``recipe`` trains under the smoke budget: only paper-scale recipes (shipped ones load their checkpoint)."""
+    return not recipe.ships and train_budget() == "smoke"
+
+
+def _smoke_recipe(recipe: Recipe) -> Recipe:
+    """The smoke budget's version of a paper-scale recipe: one epoch, or a few decoder steps, on few images."""
+    if isinstance(recipe.config, TrainConfig):
+        config = dataclasses.replace(recipe.config, epochs=1)
+    else:
+        config = dataclasses.replace(recipe.config, steps=2, pairs=4, calibration_images=16, warmup=0)
+    return dataclasses.replace(recipe, config=config, description="[SMOKE BUDGET: a few training steps] "
+                               + recipe.description)
 
 
 def recipe_code(model_id: str) -> str:
@@ -382,13 +401,16 @@ def train(model_id: str, *, device: str | torch.device = "auto", out: Path | Non
     time, device and machine, recipe key and checkpoint hash.
     """
     recipe = _recipe(model_id)
+    smoke = _smoke(recipe)
+    recipe = _smoke_recipe(recipe) if smoke else recipe
     dev = resolve_device(device)
     base = get(recipe.base, device=dev) if recipe.base else None
     if recipe.trainer is not None:
         return _train_own(model_id, recipe, base, dev, out)
     x_train, y_train = (recipe.train_data(recipe, base) if recipe.train_data
-                        else data.load(recipe.dataset, "train"))
-    x_test, y_test = data.load(recipe.dataset, "test")
+                        else data.load(recipe.dataset, "train", n=SMOKE_IMAGES if smoke else None))
+    x_test, y_test = data.load(recipe.dataset, "test", n=budgeted(10_000) if smoke else None)
+    x_train, y_train = (x_train[:SMOKE_IMAGES], y_train[:SMOKE_IMAGES]) if smoke else (x_train, y_train)
     model = _build(recipe)
     if base is not None:
         model.load_state_dict(base.state_dict())
@@ -549,7 +571,9 @@ def _load_torchvision(model_id: str, spec: TorchvisionSpec, device: torch.device
         "architecture": spec.builder, "dataset": "imagenet",
         "data_source": f"random weights ({WEIGHTS_ENV}=random)" if random else weights.url,
         "weights": "random" if random else spec.weights,
-        "test_accuracy": None if random else weights.meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100.0,
+        # NaN, not the pretrained model's number: a random network has no accuracy to report (and a page
+        # that formats it still renders, showing "nan")
+        "test_accuracy": float("nan") if random else weights.meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100.0,
         "checkpoint_hash": state_hash(model),
     }
     return model.to(device).eval(), card
