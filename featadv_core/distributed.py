@@ -41,10 +41,12 @@ def world() -> tuple[int, int]:
 
 
 def rank() -> int:
+    """This process's rank (0 alone)."""
     return world()[0]
 
 
 def world_size() -> int:
+    """The number of processes in the job (1 alone)."""
     return world()[1]
 
 
