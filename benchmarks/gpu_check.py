@@ -78,7 +78,7 @@ def main() -> int:
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / "gpu_check.json").write_text(json.dumps({"machine": machine, "steps": rows},
                                                                               indent=1) + "\n")
-    print(f"\n| step | seconds | status |\n| --- | --- | --- |")
+    print("\n| step | seconds | status |\n| --- | --- | --- |")
     for r in rows:
         print(f"| {r['step']} | {r['seconds']} | {r['status'].splitlines()[0] if r['status'] else ''} |")
     print(f"\nmachine: {machine}; total {sum(r['seconds'] for r in rows):.0f} s")

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["layer_names", "extract", "forward_to", "feature_shapes", "model_dtype"]
+__all__ = ["layer_names", "extract", "forward_to", "feature_shapes", "model_dtype", "graph_node_names"]
 
 
 def model_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
@@ -49,21 +49,26 @@ def _own_map(model: nn.Module) -> dict[str, str] | None:
 _TRACED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _traced(model: nn.Module) -> dict | None:
-    """For a model without a ``layer_map``: its graph's node names (eval graph, placeholders left
-    out) and a cache of feature extractors, or ``None`` when the model cannot be traced."""
-    if model not in _TRACED:
-        from torchvision.models.feature_extraction import get_graph_node_names
+def graph_node_names(model: nn.Module) -> list[str]:
+    """The node names of ``model``'s eval-mode traced graph, in execution order, its input left out
+    (:func:`torchvision.models.feature_extraction.get_graph_node_names`, every submodule's train/eval
+    flag restored afterwards). Raises whatever tracing raises on an untraceable model."""
+    from torchvision.models.feature_extraction import get_graph_node_names
 
+    with _modes_kept(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, eval_nodes = get_graph_node_names(model)
+    return eval_nodes[1:]  # the first node is the input placeholder
+
+
+def _traced(model: nn.Module) -> dict | None:
+    """For a model without a ``layer_map``: its graph's node names and a cache of feature
+    extractors, or ``None`` when the model cannot be traced."""
+    if model not in _TRACED:
         try:
-            with _modes_kept(model), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _, eval_nodes = get_graph_node_names(model)
+            _TRACED[model] = {"names": graph_node_names(model), "extractors": {}}
         except Exception:  # noqa: BLE001 - data-dependent control flow etc.: hooks instead
             _TRACED[model] = {"names": None}
-        else:
-            inputs = {n for n in eval_nodes[:1]}  # the placeholder (``x``/``input``) comes first
-            _TRACED[model] = {"names": [n for n in eval_nodes if n not in inputs], "extractors": {}}
     entry = _TRACED[model]
     return entry if entry["names"] is not None else None
 

@@ -119,7 +119,6 @@ def test_training_attempts_are_cached_chunk_by_chunk(monkeypatch):
     """The hour-long generation is chunked: the chunks equal one call on all origins, and a rerun
     after a kill recomputes only the missing chunk."""
     from featadv_core import repro
-    from featadv_core.attacks import all_attempts
 
     torch.manual_seed(0)
     base = architectures.lenet().eval()

@@ -110,7 +110,6 @@ def test_a_colab_session_installs_the_package_and_runs_a_notebook(tmp_path, offl
     import os
     import site
     import subprocess
-    import sys
     import venv
 
     env_dir = tmp_path / "colab"

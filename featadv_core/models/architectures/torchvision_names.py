@@ -14,26 +14,11 @@ correctly, and a module called twice would show up as two nodes (none of the map
 """
 from __future__ import annotations
 
-import warnings
-
 from torch import nn
 
+from ...features import graph_node_names
+
 __all__ = ["torchvision_layer_map"]
-
-
-def _graph_nodes(net: nn.Module) -> list[str]:
-    """The node names of ``net``'s eval graph, in execution order."""
-    from torchvision.models.feature_extraction import get_graph_node_names
-
-    modes = [(m, m.training) for m in net.modules()]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, nodes = get_graph_node_names(net)
-    finally:  # tracing sets every submodule's mode; give the caller's back
-        for m, mode in modes:
-            m.training = mode
-    return nodes
 
 
 def torchvision_layer_map(builder: str, net: nn.Module, *, prefix: str = "net.") -> dict[str, str]:
@@ -45,7 +30,7 @@ def torchvision_layer_map(builder: str, net: nn.Module, *, prefix: str = "net.")
     other architectures: their top-level modules in execution order (auxiliary heads and dropout
     left out), each called once, so that hooking it is unambiguous.
     """
-    nodes = _graph_nodes(net)
+    nodes = graph_node_names(net)
     if builder == "alexnet" or builder.startswith("vgg"):
         modules = dict(net.named_modules())
         graph = [(node, modules[node]) for node in nodes if node in modules]  # the leaf modules' calls
