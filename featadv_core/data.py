@@ -10,12 +10,17 @@ Two sources, tried in this order:
    canonical full datasets, for machines with internet.
 
 Also :func:`load_image_folder` for ImageNet-style folders (``root/<class>/<image>``), resized
-and centre-cropped as torchvision's ImageNet models expect, for paper-scale runs.
+and centre-cropped as torchvision's ImageNet models expect, for paper-scale runs. A folder whose
+class folders are ImageNet WordNet ids (``n01440764``, ...) is labelled in ImageNet's 1,000-class
+space, so its labels are the outputs of an ImageNet network even when it holds a subset of the
+classes (:func:`imagenet_wnids`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,10 @@ __all__ = [
     "data_source",
     "describe_source",
     "load",
+    "LABEL_SPACES",
+    "imagenet_class_names",
+    "imagenet_wnids",
+    "image_folder_classes",
     "load_image_folder",
     "stratified_indices",
 ]
@@ -253,6 +262,54 @@ def load(name: str, split: str, *, n: int | None = None, seed: int = 0,
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".JPEG", ".JPG", ".PNG")
 
 
+_WNIDS_FILE = Path(__file__).resolve().parent / "data_files" / "imagenet1k_wnids.txt"
+_WNID = re.compile(r"n\d{8}")
+LABEL_SPACES = ("auto", "imagenet", "folder")
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1,000 ILSVRC-2012 class ids (WordNet ``n########``) in output order.
+
+    ImageNet networks (torchvision's, Caffe's) number their outputs by the sorted ids, so a folder
+    holding all 1,000 classes gets the same labels from its sorted folder names; a folder holding a
+    subset needs this list to map its classes onto the network's outputs.
+    """
+    return tuple(line for line in _WNIDS_FILE.read_text().split() if _WNID.fullmatch(line))
+
+
+def imagenet_class_names() -> list[str]:
+    """The human-readable names of the 1,000 ImageNet classes, in output order (torchvision's list)."""
+    from torchvision.models import AlexNet_Weights
+
+    return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def image_folder_classes(root: str | os.PathLike, label_space: str = "auto") -> tuple[list[str], str]:
+    """The class folders of ``root`` (sorted) and the label space they resolve to (see :func:`load_image_folder`)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root} holds no class sub-folders (expected root/<class>/<image>)")
+    return classes, _folder_label_space(classes, label_space)
+
+
+def _folder_label_space(classes: list[str], label_space: str) -> str:
+    if label_space not in LABEL_SPACES:
+        raise ValueError(f"label_space must be one of {LABEL_SPACES}, got {label_space!r}")
+    known = set(imagenet_wnids())
+    foreign = [c for c in classes if c not in known]
+    if label_space == "imagenet" and foreign:
+        raise ValueError(f"label_space='imagenet' needs ImageNet-1k WordNet ids as class folder names "
+                         f"(e.g. n01440764); these are not: {', '.join(foreign[:5])}"
+                         + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""))
+    if label_space == "auto":
+        return "folder" if foreign else "imagenet"
+    return label_space
+
+
 def load_image_folder(
     root: str | os.PathLike,
     *,
@@ -260,28 +317,38 @@ def load_image_folder(
     seed: int = 0,
     resize: int = 256,
     crop: int = 224,
+    label_space: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Load an ImageNet-style folder ``root/<class>/<image>`` for paper-scale runs.
 
     Images are resized (shorter side to ``resize``) and centre-cropped to ``crop``×``crop``,
     as torchvision's ImageNet models expect, and returned as float32 N×3×H×W in [0, 1] with
-    labels indexing the sorted class folder names (returned third). With ``n``, a stratified
+    int64 labels and the class names the labels index (returned third). With ``n``, a stratified
     subset chosen from ``seed``.
+
+    ``label_space`` says what a label counts: ``"imagenet"`` — the class folders are ImageNet-1k
+    WordNet ids and a label is the class's ImageNet output index (the names are then all 1,000
+    ids), so an ILSVRC subset is labelled as an ImageNet network labels it; ``"folder"`` — the
+    index of the class in the sorted folder names (a face folder, any other dataset);
+    ``"auto"`` (default) — ``"imagenet"`` when every class folder is an ImageNet id, else
+    ``"folder"``. A folder of all 1,000 ILSVRC classes gets the same labels either way.
     """
     from PIL import Image
 
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"{root} holds no class sub-folders (expected root/<class>/<image>)")
+    classes, space = image_folder_classes(root, label_space)
+    if space == "imagenet":
+        names = list(imagenet_wnids())
+        index = {wnid: i for i, wnid in enumerate(names)}
+    else:
+        names = classes
+        index = {cls: i for i, cls in enumerate(classes)}
     files, labels = [], []
-    for label, cls in enumerate(classes):
+    for cls in classes:
         for path in sorted((root / cls).iterdir()):
             if path.suffix in IMAGE_SUFFIXES:
                 files.append(path)
-                labels.append(label)
+                labels.append(index[cls])
     if not files:
         raise ValueError(f"no images with suffixes {IMAGE_SUFFIXES} under {root}")
     labels_np = np.asarray(labels, dtype=np.int64)
@@ -297,4 +364,4 @@ def load_image_folder(
             left, top = (w - crop) // 2, (h - crop) // 2
             img = img.crop((left, top, left + crop, top + crop))
             out[row] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-    return out, torch.from_numpy(labels_np[idx]), classes
+    return out, torch.from_numpy(labels_np[idx]), names

@@ -38,7 +38,9 @@ def sample_pairs(labels: torch.Tensor, n: int, *, seed: int = 0, preds: torch.Te
         guides_ok = (torch.as_tensor(preds).cpu() == labels).numpy()
     guide_pool = np.flatnonzero(guides_ok)
     if len(guide_pool) == 0:
-        raise ValueError("no image qualifies as a guide")
+        raise ValueError("no image qualifies as a guide" + (f": the model classifies none of the {len(labels)} "
+                         "images correctly (are its labels and the pool's in the same label space?)"
+                         if guide_correct else ""))
     y = labels.numpy()
     p = torch.as_tensor(preds).cpu().numpy() if preds is not None else None
     chosen: dict[tuple[int, int], None] = {}  # insertion-ordered set of pairs

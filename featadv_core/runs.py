@@ -25,7 +25,7 @@ from .labels import predict_labels
 from .metrics.distances import flatten
 from .repro import cached, cached_chunks, model_hash, tensor_hash
 
-__all__ = ["ATTACKS", "load_images", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
+__all__ = ["ATTACKS", "load_images", "class_names", "tensor_hash", "batched_features", "cached_features", "cached_chunks", "predict",
            "run_attack", "run_attempts", "run_detailed", "run_deepfool", "run_curvatures", "run_style_attack", "run_pgd"]
 
 ATTACKS = {
@@ -35,19 +35,35 @@ ATTACKS = {
 }
 
 
-def load_images(dataset: str, split: str, *, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A dataset split by name (``"cifar10"``, ...) or, for paper-scale runs, a folder path.
-
-    A folder is read as ``<dataset>/<split>/<class>/<image>`` with
-    :func:`featadv_core.data.load_image_folder` (ImageNet preprocessing).
-    """
-    if dataset in data.DATASETS:
-        return data.load(dataset, split, n=n, seed=seed)
+def _folder(dataset: str) -> Path:
     root = Path(dataset).expanduser()
     if not root.is_dir():
         raise ValueError(f"dataset {dataset!r} is neither one of {', '.join(data.DATASETS)} nor a folder")
-    x, y, _ = data.load_image_folder(root / split, n=n, seed=seed)
+    return root
+
+
+def load_images(dataset: str, split: str, *, n: int | None = None, seed: int = 0,
+                label_space: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset split by name (``"cifar10"``, ...) or, for paper-scale runs, a folder path.
+
+    A folder is read as ``<dataset>/<split>/<class>/<image>`` with
+    :func:`featadv_core.data.load_image_folder` (ImageNet preprocessing); class folders named by
+    ImageNet WordNet ids get ImageNet's labels (``label_space``, see there), so an ILSVRC subset's
+    labels are an ImageNet network's outputs.
+    """
+    if dataset in data.DATASETS:
+        return data.load(dataset, split, n=n, seed=seed)
+    x, y, _ = data.load_image_folder(_folder(dataset) / split, n=n, seed=seed, label_space=label_space)
     return x, y
+
+
+def class_names(dataset: str, split: str = "train", *, label_space: str = "auto") -> list[str]:
+    """The names of the labels :func:`load_images` gives for ``dataset``: a built-in dataset's classes;
+    for a folder in ImageNet's label space the 1,000 ImageNet class names, else its class folders."""
+    if dataset in data.DATASETS:
+        return data.class_names(dataset)
+    classes, space = data.image_folder_classes(_folder(dataset) / split, label_space)
+    return data.imagenet_class_names() if space == "imagenet" else classes
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -126,6 +126,46 @@ def test_image_folder(tmp_path):
     assert sorted(y2.tolist()) == [0, 1]
 
 
+def _folder(root, classes, per_class=2):
+    from PIL import Image
+
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (40, 40), color=(10 * i, 0, 0)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_imagenet_wnids_are_torchvision_output_order():
+    wnids = data.imagenet_wnids()
+    assert len(wnids) == len(set(wnids)) == 1000 and list(wnids) == sorted(wnids)
+    names = data.imagenet_class_names()
+    # known anchors of the ILSVRC-2012 order: tench first, toilet tissue last, tabby cat at 281
+    assert (wnids[0], names[0]) == ("n01440764", "tench")
+    assert (wnids[281], names[281]) == ("n02123045", "tabby")
+    assert (wnids[999], names[999]) == ("n15075141", "toilet tissue")
+
+
+def test_ilsvrc_subset_folder_gets_imagenet_labels(tmp_path):
+    """A folder of a few ILSVRC classes is labelled as an ImageNet network labels it, not 0..C-1
+    (the bug: Fig. 4's and Table 1's presets compared folder indices with 1,000-class predictions)."""
+    _folder(tmp_path, ["n02123045", "n01440764"])          # tabby, tench
+    x, y, names = data.load_image_folder(tmp_path, crop=32, resize=32)
+    assert y.tolist() == [0, 0, 281, 281] and len(names) == 1000 and names[281] == "n02123045"
+    _, y_folder, classes = data.load_image_folder(tmp_path, crop=32, resize=32, label_space="folder")
+    assert y_folder.tolist() == [0, 0, 1, 1] and classes == ["n01440764", "n02123045"]
+
+
+def test_image_folder_label_space_errors(tmp_path):
+    _folder(tmp_path, ["n02123045", "faces_of_bob"])
+    _, y, classes = data.load_image_folder(tmp_path, crop=32, resize=32)   # auto: not all ids → folder
+    assert y.tolist() == [0, 0, 1, 1] and classes == ["faces_of_bob", "n02123045"]
+    with pytest.raises(ValueError, match="faces_of_bob"):
+        data.load_image_folder(tmp_path, label_space="imagenet")
+    with pytest.raises(ValueError, match="label_space must be one of"):
+        data.load_image_folder(tmp_path, label_space="wordnet")
+
+
 def test_exact_only_keeps_the_marked_images(fake_dir):
     arrays = _write_npz(fake_dir, "cifar10.npz", rgb=True, sums=False)
     exact = np.zeros(50, dtype=bool)

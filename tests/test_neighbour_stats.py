@@ -152,3 +152,21 @@ def test_class_nn_matches_brute_force_with_exclusion():
     assert not torch.equal(i_other, g) and (d_other > 0).all()
     with pytest.raises(ValueError, match="one entry per query"):
         ns.class_nn(q, classes, feats, labels, exclude=torch.tensor([0]))
+
+
+def test_classes_without_reference_points_are_refused_clearly():
+    """A class with no (or too few) pool points is named in the error, not a crash inside knn: an ImageNet
+    network's prediction on an ILSVRC-subset folder can be a class the folder does not hold (Fig. 4 bis)."""
+    feats, labels = _pool(classes=3)
+    labels = torch.where(labels == 1, torch.full_like(labels, 281), labels)        # sparse labels {0, 2, 281}
+    ranks = ns.adversary_nn_ranks(feats[:2], torch.tensor([281, 2]), feats, labels)
+    assert ranks.rank_adv.shape == (2,)
+    with pytest.raises(ValueError, match=r"classes \[1\] have fewer than 4"):
+        ns.adversary_nn_ranks(feats[:2], torch.tensor([1, 2]), feats, labels)
+    with pytest.raises(ValueError, match=r"classes \[500\] have fewer than 1"):
+        ns.class_nn(feats[:1], torch.tensor([500]), feats, labels)
+    few = labels.clone()
+    few[few == 2] = 0
+    few[torch.nonzero(labels == 2).flatten()[:2]] = 2                                # class 2: two points only
+    with pytest.raises(ValueError, match=r"classes \[2\] have fewer than 4"):
+        ns.adversary_nn_ranks(feats[:1], torch.tensor([2]), feats, few)

@@ -61,6 +61,49 @@ def test_paper_preset_names_only_real_parameters(path):
                 f"{name}: {value!r} is not a {type(default).__name__} like the default {default!r}"
 
 
+def _ext_module(name: str):
+    """A module of book/_ext (the book's build helpers are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "book" / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_smoke_overrides_name_real_parameters():
+    """What the preset smoke run switches off for random weights is a parameter of an existing notebook,
+    of the default's type, and differs from the preset (an override that changes nothing is stale)."""
+    import yaml
+
+    overrides = _ext_module("paper_smoke").RANDOM_WEIGHT_OVERRIDES
+    by_name = {p.name: p for p in NOTEBOOKS}
+    for notebook, values in overrides.items():
+        assert notebook in by_name, notebook
+        params = _parameters(by_name[notebook])
+        preset = yaml.safe_load(by_name[notebook].with_suffix(".paper.yaml").read_text()) or {}
+        for name, (value, why) in values.items():
+            assert name in params and type(value) is type(params[name]) and why
+            assert preset.get(name, params[name]) != value
+
+
+@pytest.mark.data
+def test_paper_smoke_ilsvrc_stand_in_has_imagenet_labels(tmp_path):
+    """The ILSVRC stand-in is labelled in ImageNet's space (as a real ILSVRC subset is), the faces one by folder."""
+    from featadv_core import runs
+
+    paper_smoke = _ext_module("paper_smoke")
+    ilsvrc = paper_smoke.image_folder(tmp_path, "ilsvrc")
+    _, y = runs.load_images(str(ilsvrc), "test")
+    names = runs.class_names(str(ilsvrc), "test")
+    assert sorted({names[i] for i in y.tolist()}) == sorted(
+        ["airliner", "beach wagon", "brambling", "tabby", "gazelle", "golden retriever", "bullfrog", "sorrel",
+         "container ship", "trailer truck"])
+    assert len(y) == 10 * paper_smoke.PER_CLASS["test"]
+    _, y_faces = runs.load_images(str(paper_smoke.image_folder(tmp_path, "faces")), "val")
+    assert sorted(set(y_faces.tolist())) == list(range(10))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_claims_are_recorded_under_the_notebooks_own_name(path):
     """A claims cell records under this notebook's path, which the dashboard looks up."""
@@ -82,18 +125,9 @@ def test_every_notebook_is_in_the_toc():
         assert str(path.relative_to(ROOT).with_suffix("")) in toc, path
 
 
-def _setup_cell_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("setup_cell", ROOT / "book" / "_ext" / "setup_cell.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_setup_cells_are_generated_from_the_repository_url():
     """Every notebook's set-up cell is the one generated from _config.yml (one place for the URL)."""
-    gen = _setup_cell_module()
+    gen = _ext_module("setup_cell")
     expected = gen.setup_cell()
     assert gen.repository_url() in expected and expected.count("git+https://") == 1
     stale = [str(p.relative_to(ROOT)) for p in NOTEBOOKS
@@ -130,7 +164,7 @@ def test_a_colab_session_installs_the_package_and_runs_a_notebook(tmp_path, offl
     env["FEATADV_INSTALL_SPEC"] = f"--no-deps --no-build-isolation --target {purelib} {src}"
     probe = [str(python), "-c", "import importlib.util; print(importlib.util.find_spec('featadv_core'))"]
     assert subprocess.run(probe, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.strip() == "None"
-    setup = _setup_cell_module().setup_cell()
+    setup = _ext_module("setup_cell").setup_cell()
     subprocess.run([str(python), "-c", setup], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
     where = subprocess.run([str(python), "-c", "import featadv_core; print(featadv_core.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout

@@ -44,3 +44,9 @@ def test_lots_target_selection_helpers():
     idx = stratified(labels, 2, mask=labels == preds, seed=0)
     assert set(idx.tolist()) <= {1, 2, 3, 5, 6} and len(idx) == 5
     assert torch.equal(idx, stratified(labels, 2, mask=labels == preds, seed=0))
+
+
+def test_no_correct_guide_says_why():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match="classifies none of the 6 images correctly"):
+        sample_pairs(labels, 2, preds=labels + 400, guide_correct=True)

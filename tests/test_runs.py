@@ -45,6 +45,24 @@ def test_unknown_attack_and_dataset(tiny_lenet):
         runs.load_images("no-such-dataset", "train")
 
 
+def test_folder_dataset_labels_and_names(tmp_path):
+    """load_images and class_names agree on a folder: ImageNet names for an ILSVRC subset, folder names otherwise."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("n02123045", "n01440764"):
+            (tmp_path / "ilsvrc" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(tmp_path / "ilsvrc" / split / cls / "0.png")
+        (tmp_path / "faces" / split / "alice").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "faces" / split / "alice" / "0.png")
+    _, y = runs.load_images(str(tmp_path / "ilsvrc"), "test")
+    names = runs.class_names(str(tmp_path / "ilsvrc"), "test")
+    assert [names[i] for i in y.tolist()] == ["tench", "tabby"]
+    _, y = runs.load_images(str(tmp_path / "faces"), "train")
+    assert y.tolist() == [0] and runs.class_names(str(tmp_path / "faces")) == ["alice"]
+    assert runs.class_names("cifar10")[3] == "cat"
+
+
 def test_tensor_hash():
     x = torch.rand(3, 4)
     assert runs.tensor_hash(x) == runs.tensor_hash(x.clone())

@@ -45,6 +45,18 @@ def _check_index(idx: torch.Tensor, n: int, name: str, allow_negative: bool = Fa
     return idx
 
 
+def _check_classes(classes: torch.Tensor, labels: torch.Tensor, need: int) -> torch.Tensor:
+    """``classes`` as long indices, each a class with at least ``need`` points among ``labels``."""
+    classes = _check_index(classes, 2 ** 62, "classes", allow_negative=True)       # integers; presence below
+    present, counts = torch.unique(labels, return_counts=True)
+    enough = set(present[counts >= need].tolist())
+    short = sorted(set(classes.tolist()) - enough)
+    if short:
+        raise ValueError(f"classes {short[:8]}{' …' if len(short) > 8 else ''} have fewer than {need} reference "
+                         f"point(s) (the pool's classes: {present.tolist()[:12]}{' …' if len(present) > 12 else ''})")
+    return classes
+
+
 def _check_pool(feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     feats = flatten(feats)
     return feats, check_labels(labels, feats.shape[0], device=feats.device)
@@ -77,7 +89,7 @@ def class_nn(f_query: torch.Tensor, classes: torch.Tensor, feats: torch.Tensor, 
     feats, labels = _check_pool(feats, labels)
     f_query = flatten(f_query).to(feats.dtype)
     q = f_query.shape[0]
-    classes = _check_index(classes, int(labels.max()) + 1, "classes").to(feats.device)
+    classes = _check_classes(classes, labels, 1).to(feats.device)
     if classes.shape[0] != q:
         raise ValueError(f"f_query has {q} rows but classes has {classes.shape[0]} entries")
     exclude = _per_query_exclude(exclude, q, feats.shape[0], feats.device)
@@ -164,7 +176,7 @@ def adversary_nn_ranks(f_adv: torch.Tensor, classes: torch.Tensor, feats: torch.
     """
     feats, labels = _check_pool(feats, labels)
     f_adv = flatten(f_adv).to(feats.dtype)
-    classes = _check_index(classes, int(labels.max()) + 1, "classes").to(feats.device)
+    classes = _check_classes(classes, labels, k + 1).to(feats.device)
     q = f_adv.shape[0]
     if classes.shape[0] != q:
         raise ValueError(f"f_adv has {q} rows but classes has {classes.shape[0]} entries")
