@@ -14,14 +14,17 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["Claim", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
+__all__ = ["Claim", "KINDS", "verdict", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
            "notebook_has_claims", "toc_notebooks", "find_book_root", "collect", "CLAIMS_ENV"]
 
 CLAIMS_ENV = "FEATADV_CLAIMS_DIR"
 _CALL = "claims_table("
+
+
+KINDS = ("replication", "sanity")
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,11 @@ class Claim:
 
     ``replicated`` must be computed from ``ours`` in the notebook (e.g. ``ours >= 0.9``), never
     typed; ``criterion`` says in words what was tested; ``why_not`` the likely reason when it
-    does not replicate (shown on the dashboard only then).
+    does not replicate (shown beside a ✗ on the page and on the dashboard). ``kind`` is
+    ``"replication"`` (a test of the paper's claim: it could fail if the attack did not do what
+    the paper says) or ``"sanity"`` (a check that holds by construction or is already a unit
+    test, e.g. "the perturbation respects its bound"): sanity checks are shown but never counted
+    as replications.
     """
 
     claim: str
@@ -39,10 +46,45 @@ class Claim:
     replicated: bool
     criterion: str = ""
     why_not: str = ""
+    kind: str = "replication"
+    n: int | None = None             # the sampled units (pairs, images, guides) behind ``ours``
+    low: float | None = None         # ``ours``' 95 % interval, where it has one
+    high: float | None = None
+    undecided: bool = False          # the interval straddles the criterion: neither ✓ nor ✗
+    n_to_decide: int | None = None   # about how many units would decide an undecided claim
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    @classmethod
+    def judged(cls, claim: str, paper: str, interval, *, criterion: str, at_least: float | None = None,
+               at_most: float | None = None, fmt: str = "{:.2f}", prefix: str = "", why_not: str = "",
+               kind: str = "replication") -> "Claim":
+        """A claim judged on a whole interval (:mod:`featadv_core.analysis.uncertainty`): ✓ when all of
+        ``interval`` meets ``at_least``/``at_most``, ✗ when none of it does, undecided when it straddles
+        (then ``n_to_decide`` says about how many units would decide it). ``ours`` is ``prefix`` and the
+        interval written with ``fmt``."""
+        from .analysis.uncertainty import judge, n_to_decide
+
+        state = judge(interval, at_least=at_least, at_most=at_most)
+        return cls(claim, paper, prefix + interval.format(fmt), state == "replicated", criterion, why_not=why_not,
+                   kind=kind, n=interval.n, low=interval.low, high=interval.high, undecided=state == "undecided",
+                   n_to_decide=n_to_decide(interval, at_least=at_least, at_most=at_most)
+                   if state == "undecided" else None)
+
+
+def verdict(replicated: bool, kind: str = "replication", undecided: bool = False, n_to_decide: int | None = None,
+            n: int | None = None) -> str:
+    """The verdict cell: ``✓ yes`` / ``✗ no`` / ``undecided at n = …``, or ``sanity ✓`` / ``sanity ✗``."""
+    if undecided:
+        return f"undecided at n = {n}" + (f" (≈ {n_to_decide} would decide)" if n_to_decide else "")
+    mark = "✓" if replicated else "✗"
+    return f"sanity {mark}" if kind == "sanity" else f"{mark} {'yes' if replicated else 'no'}"
 
 
 def claims_table(claims: list[Claim], *, notebook: str | None = None, artifact: str = ""):
-    """The claims as a table with a ✓/✗ column, for display in a notebook; recorded if ``notebook``.
+    """The claims as a table with a verdict column and the reason beside each ✗; recorded if ``notebook``.
 
     ``notebook`` is the notebook's path under ``book/`` without suffix (e.g.
     ``"01_sabour2016/fig3_distances"``), ``artifact`` the paper's figure or table ("Fig. 3").
@@ -56,10 +98,14 @@ def claims_table(claims: list[Claim], *, notebook: str | None = None, artifact: 
         record(claims, notebook=notebook, artifact=artifact)
     frame = pd.DataFrame([
         {"claim": c.claim, "paper": c.paper, "ours": c.ours, "criterion": c.criterion,
-         "replicated": "✓ yes" if c.replicated else "✗ no"}
+         "replicated": verdict(c.replicated, c.kind, c.undecided, c.n_to_decide, c.n),
+         "why not": "" if c.replicated and not c.undecided else c.why_not}
         for c in claims
     ])
     return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})
+
+
+_CLAIM_DEFAULTS = {f.name: f.default for f in fields(Claim) if f.default is not MISSING}
 
 
 def claims_dir() -> Path:
@@ -167,7 +213,8 @@ def collect(root: str | os.PathLike, folder: str | os.PathLike | None = None):
 
     The status frame has one row per such notebook: ``notebook``, ``status`` (``current``,
     ``stale`` or ``missing``) and ``n_claims``. The claims frame has one row per claim of the
-    notebooks with a current record: chapter, notebook, artifact and the claim's fields.
+    notebooks with a current record: chapter, notebook, artifact and the claim's fields (the
+    defaults for fields that records written before them lack).
     """
     import pandas as pd
 
@@ -187,7 +234,7 @@ def collect(root: str | os.PathLike, folder: str | os.PathLike | None = None):
                        "n_claims": len(rec["claims"])})
         if current:
             chapter = notebook.split("/")[0]
-            rows += [dict(chapter=chapter, notebook=notebook, artifact=rec.get("artifact", ""), **c)
-                     for c in rec["claims"]]
-    columns = ["chapter", "notebook", "artifact", "claim", "paper", "ours", "replicated", "criterion", "why_not"]
+            rows += [dict(chapter=chapter, notebook=notebook, artifact=rec.get("artifact", ""),
+                          **{**_CLAIM_DEFAULTS, **c}) for c in rec["claims"]]
+    columns = ["chapter", "notebook", "artifact", *(f.name for f in fields(Claim))]
     return pd.DataFrame(rows, columns=columns), pd.DataFrame(status, columns=["notebook", "status", "n_claims"])

@@ -280,13 +280,18 @@ def run_style_attack(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
 
 
 def run_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: float, steps: int,
-            step_size: float, target: torch.Tensor | None = None, seed: int = 0, batch_size: int = 250,
-            cache: bool = True, progress: bool = True) -> dict[str, torch.Tensor]:
+            step_size: float, target: torch.Tensor | None = None, topk: int = 1, objective: str = "ce",
+            kappa: float = 1.0, seed: int = 0, batch_size: int = 250, cache: bool = True,
+            progress: bool = True) -> dict[str, torch.Tensor]:
     """L∞ :func:`~featadv_core.attacks.pgd` in cached chunks: columns ``images`` and ``success``.
 
     ``y=None`` attacks the predicted labels (O2's convention). Each chunk's random start is seeded
     from ``seed`` and the chunk's images, so it does not depend on which chunks were cached.
+    ``topk``, ``objective`` (a name: ``"ce"`` or ``"margin"``, so that it can key the cache) and
+    ``kappa`` are :func:`~featadv_core.attacks.pgd`'s; ``success`` is then in the top-``topk`` sense.
     """
+    if objective not in ("ce", "margin"):  # a name, not a callable: the cache's key must be a plain value
+        raise ValueError(f"objective must be 'ce' or 'margin', got {objective!r}")
     device = _device_of(model)
     labels = y if y is not None else predict(model, x)
     inputs = [x, labels] + ([torch.as_tensor(target).long()] if target is not None else [])
@@ -294,9 +299,12 @@ def run_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     def compute(xs, ys, *t):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + int(tensor_hash(xs)[:12], 16))
         adv, ok, _ = attacks.pgd(model, xs.to(device), ys.to(device), eps=eps, steps=steps, step_size=step_size,
-                                 target=t[0].to(device) if t else None, generator=gen, details=True)
+                                 target=t[0].to(device) if t else None, topk=topk, objective=objective, kappa=kappa,
+                                 generator=gen, details=True)
         return {"images": adv.cpu(), "success": ok.cpu()}
 
     params = {"eps": eps, "steps": steps, "step_size": step_size, "seed": seed, "targeted": target is not None}
+    if (topk, objective) != (1, "ce"):  # the defaults' parameters are keyed as before
+        params.update(topk=topk, objective=objective, kappa=kappa if objective == "margin" else None)
     return cached_chunks("pgd", params, inputs, compute, batch_size=batch_size, model=model, code=(attacks.pgd,),
                          cache=cache, progress=progress)

@@ -87,8 +87,7 @@ def test_paper_smoke_overrides_name_real_parameters():
             assert preset.get(name, params[name]) != value
 
 
-@pytest.mark.data
-def test_paper_smoke_ilsvrc_stand_in_has_imagenet_labels(tmp_path):
+def test_paper_smoke_ilsvrc_stand_in_has_imagenet_labels(tmp_path, offline_dir):
     """The ILSVRC stand-in is labelled in ImageNet's space (as a real ILSVRC subset is), the faces one by folder."""
     from featadv_core import runs
 

@@ -76,6 +76,36 @@ def test_claims_table():
     assert long in claims_table([Claim(long, "x", "y", False)]).to_html()
 
 
+def test_claims_table_shows_why_not_and_marks_sanity_checks():
+    from featadv_core.claims import Claim, claims_table
+
+    table = claims_table([Claim("a", "1", "2", False, "≥ 1", why_not="fewer pairs than the paper"),
+                          Claim("b", "1", "1", True, "= 1", why_not="(never shown on a ✓)"),
+                          Claim("bound respected", "‖r‖∞ ≤ δ", "0", True, "by construction", kind="sanity")])
+    assert table.data["why not"].tolist() == ["fewer pairs than the paper", "", ""]
+    assert table.data["replicated"].tolist() == ["✗ no", "✓ yes", "sanity ✓"]
+    assert "fewer pairs than the paper" in table.to_html()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Claim("c", "1", "1", True, kind="replicaton")
+
+
+def test_claims_judged_on_an_interval_have_three_states():
+    from featadv_core.analysis.uncertainty import Interval, rate_interval
+    from featadv_core.claims import Claim, claims_table
+
+    yes = Claim.judged("most", "> 50 %", rate_interval(90, 100), at_least=0.5, fmt="{:.0%}", criterion="> 50 %")
+    no = Claim.judged("most", "> 50 %", rate_interval(10, 100), at_least=0.5, fmt="{:.0%}", criterion="> 50 %",
+                      why_not="stand-in")
+    maybe = Claim.judged("most", "> 50 %", Interval(0.6, 0.4, 0.8, 16, "t"), at_least=0.5, criterion="> 50 %",
+                         why_not="16 pairs")
+    assert (yes.replicated, yes.undecided, no.replicated, no.undecided) == (True, False, False, False)
+    assert maybe.undecided and not maybe.replicated and maybe.n_to_decide == 64 and maybe.n == 16
+    assert yes.ours.startswith("90% [") and yes.ours.endswith("n = 100") and yes.low < 0.9 < yes.high
+    table = claims_table([yes, no, maybe]).data
+    assert table["replicated"].tolist() == ["✓ yes", "✗ no", "undecided at n = 16 (≈ 64 would decide)"]
+    assert table["why not"].tolist() == ["", "stand-in", "16 pairs"]
+
+
 def _fake_package(root):
     """A package named like the core, with a small import graph: a → b (relative), c alone."""
     pkg = root / repro._PACKAGE
@@ -172,7 +202,9 @@ def test_claims_are_recorded_and_judged_current_by_code(tmp_path, monkeypatch):
     assert status["status"].tolist() == ["current"]
     assert table.to_dict("records")[0] == {"chapter": "01_x", "notebook": "01_x/nb", "artifact": "Fig. 9",
                                            "claim": "c", "paper": "1", "ours": "2", "replicated": True,
-                                           "criterion": "crit", "why_not": "reason"}
+                                           "criterion": "crit", "why_not": "reason", "kind": "replication",
+                                           "n": None, "low": None, "high": None, "undecided": False,
+                                           "n_to_decide": None}
     executed["hash"] = claims._hash_cells(["x = 2"] + cells[1:3])   # e.g. papermill injected x = 2
     claims.claims_table([claim], notebook="01_x/nb")
     table, status = claims.collect(root)

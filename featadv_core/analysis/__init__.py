@@ -7,6 +7,8 @@
 * :mod:`.inversion` — Mahendran & Vedaldi representation inversion (Fig. 2);
 * :mod:`.attempts` — Table 1-style summaries of line-search attempts (Rozsa et al. 2017);
 * :mod:`.statistics` — medians, descriptions, t statistics;
+* :mod:`.uncertainty` — a claim's 95 % interval (exact binomial, bootstrap) and its three-state
+  verdict (replicated / not replicated / undecided, with the n that would decide it);
 * :mod:`.curvature` — Jetley et al.'s Algorithm 1: boundary points, finite-difference mean
   Hessians, principal directions and curvatures (full or top-k);
 * :mod:`.subspaces` — S_pos/S_neg/S_flat selection, QR unions, projections, norm fractions,
@@ -34,6 +36,7 @@ from .neighbors import knn, knn_intersection, knn_score, rank_statistic
 from .random_networks import orthonormal_copy
 from .sparsity import active_fraction, active_iou, sparsity_change
 from .statistics import describe, mcnemar, median, spearman
+from .uncertainty import Interval, bootstrap_interval, judge, n_to_decide, rate_interval, ratio_interval
 
 __all__ = [
     "low_frequency_fraction", "edge_correlation", "gradient_magnitude",
@@ -44,6 +47,7 @@ __all__ = [
     "orthonormal_copy",
     "invert", "total_variation",
     "select", "summarise", "describe", "median", "mcnemar", "spearman",
+    "Interval", "rate_interval", "bootstrap_interval", "ratio_interval", "judge", "n_to_decide",
     "BoundaryPoints", "Curvatures", "boundary_points", "fd_step", "mean_hessian_product", "curvature_spectrum", "principal_curvatures",
     "random_orthonormal", "saliency", "STRATEGIES", "select_directions", "union_basis", "project_images",
     "norm_fractions", "random_fraction", "svd_directions", "subspace_overlap",

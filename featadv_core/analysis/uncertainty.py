@@ -1,0 +1,157 @@
+"""How sure a claim's number is: a 95 % interval, and a verdict in three states.
+
+A claim compares a number measured over sampled units (pairs, images, guides) with a threshold.
+The number gets an interval — exact (Clopper–Pearson) for a rate, a seeded bootstrap over the
+units for a median, a mean or a ratio of two statistics — and the verdict (:func:`judge`) is
+``"replicated"`` when the whole interval passes the threshold, ``"not replicated"`` when it all
+fails, and ``"undecided"`` when it straddles it. :func:`n_to_decide` then estimates the number of
+units at which the interval would stop straddling, from the rule that an interval's half-width
+shrinks as 1/√n.
+
+scipy does the statistics (``binomtest(...).proportion_ci``, ``stats.bootstrap``); this module
+only names the intervals a claim needs and judges them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .statistics import as_array
+
+__all__ = ["Interval", "STATES", "rate_interval", "bootstrap_interval", "ratio_interval", "judge", "n_to_decide"]
+
+STATES = ("replicated", "not replicated", "undecided")
+_STATISTICS = {"median": np.median, "mean": np.mean}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its two-sided ``level`` interval over ``n`` sampled units."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    method: str
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not (self.low <= self.high):
+            raise ValueError(f"interval [{self.low}, {self.high}] is empty")
+
+    def format(self, fmt: str = "{:.2f}") -> str:
+        """``value [low, high], n = …`` with ``fmt`` for the three numbers (e.g. ``"{:.0%}"`` for a rate)."""
+        return f"{fmt.format(self.value)} [{fmt.format(self.low)}, {fmt.format(self.high)}], n = {self.n}"
+
+
+def rate_interval(successes, n: int | None = None, *, level: float = 0.95) -> Interval:
+    """The share of successes with its exact (Clopper–Pearson) interval.
+
+    ``successes`` is a count (then give ``n``) or a 1-d sequence of booleans, one per unit.
+    """
+    from scipy.stats import binomtest
+
+    if n is None:
+        flags = as_array(successes)
+        k, n = int((flags != 0).sum()), int(flags.size)
+    else:
+        k = int(successes)
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {k} of {n}")
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return Interval(k / n, float(ci.low), float(ci.high), n, "exact binomial (Clopper–Pearson)", level)
+
+
+def _statistic(name: str):
+    if name not in _STATISTICS:
+        raise ValueError(f"statistic must be one of {sorted(_STATISTICS)}, got {name!r}")
+    return _STATISTICS[name]
+
+
+def _bootstrap(data: tuple, statistic, *, paired: bool, level: float, n_resamples: int, seed: int,
+               n: int, label: str) -> Interval:
+    from scipy.stats import bootstrap
+
+    value = float(statistic(*data))
+    if all(np.all(d == d[0]) for d in data):          # no spread: the interval is the point
+        return Interval(value, value, value, n, label, level)
+    res = bootstrap(data, statistic, paired=paired, vectorized=False, confidence_level=level,
+                    n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return Interval(value, min(low, value), max(high, value), n, label, level)
+
+
+def bootstrap_interval(samples, statistic: str = "median", *, level: float = 0.95, n_resamples: int = 2000,
+                       seed: int = 0) -> Interval:
+    """``statistic`` (``"median"`` or ``"mean"``) of the finite ``samples``, one per unit, with a seeded
+    percentile-bootstrap interval (the units resampled with replacement)."""
+    fn = _statistic(statistic)
+    arr = as_array(samples)
+    arr = arr[np.isfinite(arr)]
+    if arr.size < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 finite samples, got {arr.size}")
+    return _bootstrap((arr,), fn, paired=False, level=level, n_resamples=n_resamples, seed=seed, n=int(arr.size),
+                      label=f"bootstrap of the {statistic} ({n_resamples} resamples)")
+
+
+def ratio_interval(numerator, denominator, statistic: str = "median", *, paired: bool = True, level: float = 0.95,
+                   n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """``statistic(numerator) / statistic(denominator)`` with a seeded bootstrap interval.
+
+    ``paired=True``: both are measured on the same units (resampled together; rows with a
+    non-finite value in either are dropped); ``False``: two independent samples, each resampled
+    on its own. ``n`` is the number of (numerator) units.
+    """
+    fn = _statistic(statistic)
+    a, b = as_array(numerator), as_array(denominator)
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError(f"paired samples must have one value per unit each, got {a.shape} and {b.shape}")
+        keep = np.isfinite(a) & np.isfinite(b)
+        a, b = a[keep], b[keep]
+    else:
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 2 or b.size < 2:
+        raise ValueError("a bootstrap interval needs at least 2 finite samples on each side")
+    return _bootstrap((a, b), lambda x, y: fn(x) / fn(y), paired=paired, level=level, n_resamples=n_resamples,
+                      seed=seed, n=int(a.size),
+                      label=f"bootstrap of a ratio of {statistic}s ({'paired' if paired else 'two samples'}, "
+                            f"{n_resamples} resamples)")
+
+
+def _threshold(at_least: float | None, at_most: float | None) -> tuple[float, int]:
+    if (at_least is None) == (at_most is None):
+        raise ValueError("give exactly one of at_least and at_most")
+    return (at_least, 1) if at_least is not None else (at_most, -1)
+
+
+def judge(interval: Interval, *, at_least: float | None = None, at_most: float | None = None) -> str:
+    """``"replicated"`` when the whole interval meets the criterion (value ≥ ``at_least`` or value ≤
+    ``at_most``), ``"not replicated"`` when none of it does, ``"undecided"`` when it straddles it."""
+    threshold, sign = _threshold(at_least, at_most)
+    lo, hi = (interval.low, interval.high) if sign > 0 else (-interval.high, -interval.low)
+    t = sign * threshold
+    if lo >= t:
+        return "replicated"
+    if hi < t:
+        return "not replicated"
+    return "undecided"
+
+
+def n_to_decide(interval: Interval, *, at_least: float | None = None, at_most: float | None = None) -> int | None:
+    """The number of units at which ``interval`` would no longer straddle the threshold.
+
+    Half-widths shrink as 1/√n, so the side of the interval facing the threshold, of length h at n
+    units, clears a gap g between the estimate and the threshold at about n·(h/g)². ``None`` when
+    the estimate sits on the threshold (no n decides it); ``interval.n`` when already decided.
+    """
+    threshold, _ = _threshold(at_least, at_most)
+    if judge(interval, at_least=at_least, at_most=at_most) != "undecided":
+        return interval.n
+    gap = abs(interval.value - threshold)
+    if gap == 0 or not math.isfinite(gap):
+        return None
+    half = interval.value - interval.low if threshold < interval.value else interval.high - interval.value
+    return int(math.ceil(interval.n * (half / gap) ** 2 - 1e-9))   # (tolerating float rounding of exact ratios)
