@@ -73,6 +73,60 @@ class Claim:
                    n_to_decide=n_to_decide(interval, at_least=at_least, at_most=at_most)
                    if state == "undecided" else None)
 
+    @classmethod
+    def judged_all(cls, claim: str, paper: str, intervals: dict, *, criterion: str, at_least: float | None = None,
+                   at_most: float | None = None, fmt: str = "{:.2f}", why_not: str = "",
+                   kind: str = "replication") -> "Claim":
+        """A claim that *every* one of several quantities meets the criterion (a curve above 0.8 at every δ,
+        each layer's median ≤ 0.5), judged on their intervals by :func:`~featadv_core.analysis.uncertainty.judge_all`.
+
+        ``intervals`` maps a label (``"δ=5"``) to its interval. ``ours`` names how many pass as a whole and
+        the weakest one (its estimate farthest toward failing); ``n`` is the smallest sample behind them and, when
+        undecided, ``n_to_decide`` the largest number of units any straddling interval needs.
+        """
+        from .analysis.uncertainty import judge, judge_all, n_to_decide
+
+        if not intervals:
+            raise ValueError("judged_all needs at least one interval")
+        state = judge_all(intervals.values(), at_least=at_least, at_most=at_most)
+        sign = 1 if at_least is not None else -1
+        weakest = min(intervals, key=lambda k: sign * intervals[k].value)  # the estimate farthest toward failing
+        passing = sum(judge(i, at_least=at_least, at_most=at_most) == "replicated" for i in intervals.values())
+        ours = (f"{passing} of {len(intervals)} pass; weakest {weakest}: "
+                f"{intervals[weakest].format(fmt).rsplit(', n = ', 1)[0]}")
+        need = [n_to_decide(i, at_least=at_least, at_most=at_most) for i in intervals.values()
+                if judge(i, at_least=at_least, at_most=at_most) == "undecided"]
+        need = [k for k in need if k is not None]
+        return cls(claim, paper, ours, state == "replicated", criterion, why_not=why_not, kind=kind,
+                   n=min(i.n for i in intervals.values()), low=intervals[weakest].low, high=intervals[weakest].high,
+                   undecided=state == "undecided",
+                   n_to_decide=(max(need) if need else None) if state == "undecided" else None)
+
+    @classmethod
+    def conjoined(cls, claim: str, paper: str, criterion: str, parts, *, why_not: str = "", why_undecided: str = "",
+                  kind: str = "replication") -> "Claim":
+        """One claim that needs every one of its ``parts`` — ``(label, Claim)`` pairs, each judged
+        (:meth:`judged`, :meth:`judged_all`) or plain (a condition without sampling error, e.g. the figure's own
+        image, or one with no interval, e.g. a Spearman ρ) — by :func:`~featadv_core.analysis.uncertainty.judge_all`'s
+        rule: ✗ when a part is ✗, undecided when none is but one straddles, else ✓.
+
+        ``ours`` lists the parts (``label: ours``); ``n`` and the interval are the deciding part's (the first
+        failing, else the first straddling one); ``n_to_decide`` the largest any straddling part needs.
+        ``why_not`` is shown for ✗, ``why_undecided`` for undecided.
+        """
+        if not parts:
+            raise ValueError("conjoined needs at least one part")
+        ours = "; ".join(f"{label}: {p.ours}" if label else p.ours for label, p in parts)
+        claims = [p for _, p in parts]
+        failed = [p for p in claims if not p.replicated and not p.undecided]
+        straddling = [p for p in claims if p.undecided]
+        lead = (failed or straddling or [p for p in claims if p.n is not None] or claims)[0]
+        need = [p.n_to_decide for p in straddling if p.n_to_decide]
+        return cls(claim, paper, ours, not failed and not straddling, criterion,
+                   why_not=why_not if failed else why_undecided if straddling else "", kind=kind, n=lead.n,
+                   low=lead.low, high=lead.high, undecided=bool(straddling) and not failed,
+                   n_to_decide=max(need) if need and not failed else None)
+
 
 def verdict(replicated: bool, kind: str = "replication", undecided: bool = False, n_to_decide: int | None = None,
             n: int | None = None) -> str:

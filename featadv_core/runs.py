@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import analysis, attacks, data, distributed, metrics
+from .attacks.pgd import OBJECTIVES as PGD_OBJECTIVES
 from .features import extract, model_dtype
 from .labels import predict_labels
 from .metrics.distances import flatten
@@ -290,8 +291,8 @@ def run_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     ``topk``, ``objective`` (a name: ``"ce"`` or ``"margin"``, so that it can key the cache) and
     ``kappa`` are :func:`~featadv_core.attacks.pgd`'s; ``success`` is then in the top-``topk`` sense.
     """
-    if objective not in ("ce", "margin"):  # a name, not a callable: the cache's key must be a plain value
-        raise ValueError(f"objective must be 'ce' or 'margin', got {objective!r}")
+    if objective not in PGD_OBJECTIVES:  # a name, not a callable: the cache's key must be a plain value
+        raise ValueError(f"objective must be one of {PGD_OBJECTIVES}, got {objective!r}")
     device = _device_of(model)
     labels = y if y is not None else predict(model, x)
     inputs = [x, labels] + ([torch.as_tensor(target).long()] if target is not None else [])

@@ -106,5 +106,5 @@ def test_run_pgd_threads_top_k_and_the_objective_into_its_cache_key():
     assert torch.equal(top5["images"], again["images"]) and torch.equal(top5["success"], again["success"])
     assert not torch.equal(top1["images"], top5["images"])  # a separate cache entry, a different attack
     assert torch.equal(top5["success"], ~_in_top_k(model(top5["images"]), y, 5))
-    with pytest.raises(ValueError, match="objective must be 'ce' or 'margin'"):
+    with pytest.raises(ValueError, match=r"objective must be one of \('ce', 'margin'\)"):
         runs.run_pgd(model, x, y, objective=cross_entropy_objective, **opts)

@@ -54,8 +54,8 @@ def _tiny():
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
-@pytest.mark.parametrize("loss", [at.fgsm_rs_loss, at.pgd3_loss, at.pgd7_loss, at.targeted_pgd3_loss, trades.trades_k3_loss,
-                                  atda.atda_loss])
+@pytest.mark.parametrize("loss", [at.fgsm_rs_loss, at.nfgsm_loss, at.pgd3_loss, at.pgd7_loss, at.targeted_pgd3_loss,
+                                  trades.trades_k2_loss, trades.trades_k3_loss, atda.atda_loss])
 def test_training_losses_are_finite_and_differentiable(loss):
     model = _tiny().train()
     x, y = torch.rand(16, 3, 2, 2), torch.arange(16) % 3
@@ -63,6 +63,26 @@ def test_training_losses_are_finite_and_differentiable(loss):
     value.backward()
     assert torch.isfinite(value) and all(p.grad is not None for p in model.parameters())
     assert model.training  # left in train mode (TRADES crafts in eval mode and switches back)
+
+
+def test_nfgsm_is_one_signed_step_from_wider_noise(monkeypatch):
+    """N-FGSM (de Jorge et al. 2022): x' = clip(x + η + ε·sign ∇ℓ(x + η)), η ~ U(−2ε, 2ε), not projected
+    onto the ε-ball: the adversary it trains on reaches 3ε, and is exactly that step."""
+    model = _tiny().train()
+    x, y = torch.rand(64, 3, 2, 2) * 0.5 + 0.25, torch.arange(64) % 3  # away from [0, 1]'s edges
+    seen = []
+    monkeypatch.setattr(at.F, "cross_entropy", lambda logits, labels, **kw: seen.append(logits) or
+                        F.nll_loss(F.log_softmax(logits, 1), labels))
+    torch.manual_seed(1)
+    at.nfgsm_loss(model, x, y, CONFIG, eps=0.05)
+    trained_on = seen[-1]  # the logits of the loss's last cross-entropy: the adversary's
+    torch.manual_seed(1)
+    eta = (torch.rand_like(x) * 2 - 1) * 0.1
+    noisy = (x + eta).requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(noisy), y), noisy)
+    expected = (noisy + 0.05 * grad.sign()).detach()
+    assert torch.allclose(trained_on, model(expected), atol=1e-6)
+    assert 0.1 < (expected - x).abs().max() <= 0.15 + 1e-6
 
 
 def test_trades_with_beta_zero_is_cross_entropy():

@@ -131,6 +131,22 @@ def test_retrain_writes_stale_shipped_checkpoints(tiny_zoo, capsys):
         retrain.main(["alexnet"])
 
 
+def test_reevaluate_updates_the_card_not_the_weights(tiny_zoo, capsys):
+    """retrain --evaluate reruns a recipe's evaluation on the shipped weights (an evaluation added after training)."""
+    retrain.main(["lenet-mnist"])
+    before = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)
+    zoo.ZOO["lenet-mnist"] = dataclasses.replace(zoo.ZOO["lenet-mnist"], evaluate=lambda m, r, b: {"extra": 0.5})
+    assert zoo.shipped_is_current("lenet-mnist"), "an evaluation is not part of the recipe key"
+    retrain.main(["lenet-mnist", "--evaluate"])
+    assert "re-evaluated" in capsys.readouterr().out
+    after = torch.load(zoo.shipped_path("lenet-mnist"), weights_only=False)
+    assert after["card"] == dict(before["card"], extra=0.5)
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+    zoo.ZOO["lenet-mnist"] = dataclasses.replace(zoo.ZOO["lenet-mnist"], evaluate=None)
+    with pytest.raises(ValueError, match="no evaluation"):
+        zoo.reevaluate("lenet-mnist")
+
+
 def test_recipe_key_follows_recipe_and_version_not_code_or_zoo(tiny_zoo, monkeypatch):
     key = models.recipe_key("lenet-mnist")
     assert key == models.recipe_key("lenet-mnist")

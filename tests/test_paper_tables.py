@@ -42,3 +42,17 @@ def test_jetley_table1_csv_matches_every_cell_of_the_paper_text():
     text = [line.split("\t") for line in paper.read_text().splitlines()
             if re.match(r"^(227|200|150|120|100)\t[\d.]+\t", line)]
     assert rows == text and len(rows) == 5
+
+
+def test_fsa_table2_csv_matches_every_cell_of_the_paper_text():
+    paper = PAPERS / "002_85886eed2f4255f1.txt"
+    if not paper.is_file():
+        pytest.skip(f"{paper} is not here (the papers live beside the project in ../shared)")
+    rows = list(csv.reader((ROOT / "featadv_core" / "reference" / "fsa2020_table2.csv").open()))
+    lines = paper.read_text().splitlines()
+    start = lines.index("Table 2: Evaluation of adversarial attacks against various defense approaches.")
+    assert lines[start + 2].split("\t")[1:] == [r[0] for r in rows[1:]]  # the defences, in the paper's order
+    for j, attack in enumerate(["None", "PGD", "Decoder", "Feature Space"]):
+        cells = lines[start + 3 + j].split("\t")
+        assert cells[0] == attack == rows[0][2 + j]
+        assert cells[1:] == [r[2 + j] for r in rows[1:]], attack

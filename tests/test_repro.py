@@ -106,6 +106,38 @@ def test_claims_judged_on_an_interval_have_three_states():
     assert table["why not"].tolist() == ["", "stand-in", "16 pairs"]
 
 
+def test_claims_judged_on_every_interval_name_the_weakest():
+    from featadv_core.analysis.uncertainty import Interval
+    from featadv_core.claims import Claim
+
+    curve = {"δ=1": Interval(0.9, 0.85, 0.95, 16, "t"), "δ=5": Interval(0.82, 0.7, 0.9, 12, "t"),
+             "δ=10": Interval(0.95, 0.9, 0.99, 16, "t")}
+    maybe = Claim.judged_all("above 0.8", "≥ 0.8", curve, at_least=0.75, criterion="every δ")
+    assert maybe.undecided and maybe.ours == "2 of 3 pass; weakest δ=5: 0.82 [0.70, 0.90]" and maybe.n == 12
+    assert maybe.n_to_decide == 36  # the δ=5 interval: 12 · (0.12 / 0.07)² ≈ 35.3 units
+    yes = Claim.judged_all("above 0.6", "≥ 0.6", curve, at_least=0.6, criterion="every δ")
+    no = Claim.judged_all("below 0.8", "≤ 0.8", curve, at_most=0.8, criterion="every δ")
+    assert (yes.replicated, yes.undecided, no.replicated, no.undecided) == (True, False, False, False)
+    assert no.ours.startswith("0 of 3 pass; weakest δ=10") and no.low == 0.9
+
+
+def test_conjoined_claims_need_every_part():
+    from featadv_core.analysis.uncertainty import Interval
+    from featadv_core.claims import Claim
+
+    yes = Claim.judged("rate", "p", Interval(0.9, 0.85, 0.95, 40, "t"), at_least=0.8, criterion="c")
+    maybe = Claim.judged("rate", "p", Interval(0.82, 0.7, 0.9, 12, "t"), at_least=0.75, criterion="c")
+    exact_ok, exact_no = Claim("figure", "p", "label kept", True), Claim("figure", "p", "label lost", False)
+    both = Claim.conjoined("c", "p", "all", [("rate", yes), ("figure", exact_ok)], why_not="w", why_undecided="u")
+    assert both.replicated and both.ours == "rate: " + yes.ours + "; figure: label kept" and both.n == 40
+    pending = Claim.conjoined("c", "p", "all", [("a", yes), ("b", maybe)], why_not="w", why_undecided="u")
+    assert pending.undecided and pending.why_not == "u" and pending.n == 12 and pending.n_to_decide == 36
+    failed = Claim.conjoined("c", "p", "all", [("a", maybe), ("b", exact_no)], why_not="w", why_undecided="u")
+    assert not failed.replicated and not failed.undecided and failed.why_not == "w" and failed.n_to_decide is None
+    with pytest.raises(ValueError, match="at least one part"):
+        Claim.conjoined("c", "p", "all", [])
+
+
 def _fake_package(root):
     """A package named like the core, with a small import graph: a → b (relative), c alone."""
     pkg = root / repro._PACKAGE

@@ -75,3 +75,61 @@ def test_more_units_decide_a_true_difference(n, seed):
     assert need > n
     big = u.rate_interval(round(i.value * 4 * need), 4 * need)  # four times the predicted n, same rate
     assert u.judge(big, at_least=0.5) != "undecided"
+
+
+def test_difference_interval_paired_sees_a_shift_the_unpaired_cannot():
+    """Two curves over the same 30 pairs, one 0.05 above the other with pair-to-pair spread 1: the paired
+    interval of the difference of medians excludes 0, the two-sample one does not."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=30)
+    above = base + 0.05 + rng.normal(scale=0.005, size=30)
+    paired = u.difference_interval(above, base, "median")
+    unpaired = u.difference_interval(above, base, "median", paired=False)
+    assert paired.value == pytest.approx(np.median(above) - np.median(base))
+    assert 0 < paired.low <= paired.high < 0.1 and unpaired.low < 0 < unpaired.high and paired.n == 30
+    with pytest.raises(ValueError, match="one value per unit"):
+        u.difference_interval(above, base[:10])
+
+
+def test_a_two_sided_claim_is_an_interval_and_its_negation():
+    gap = u.Interval(1.0, -0.5, 2.5, 20, "t")
+    assert (-gap) == u.Interval(-1.0, -2.5, 0.5, 20, "t")
+    assert u.judge_all([gap, -gap], at_most=3.0) == "replicated"      # |gap| ≤ 3 everywhere in the interval
+    assert u.judge_all([gap, -gap], at_most=2.0) == "undecided"
+
+
+def test_judge_all_needs_every_interval():
+    ok, straddles, fails = u.Interval(0.9, 0.85, 0.95, 16, "t"), u.Interval(0.8, 0.7, 0.9, 16, "t"), \
+        u.Interval(0.5, 0.4, 0.6, 16, "t")
+    assert u.judge_all([ok, ok], at_least=0.75) == "replicated"
+    assert u.judge_all([ok, straddles], at_least=0.75) == "undecided"
+    assert u.judge_all([ok, straddles, fails], at_least=0.75) == "not replicated"
+    assert u.judge_all([fails], at_most=0.75) == "replicated"
+    with pytest.raises(ValueError, match="at least one"):
+        u.judge_all([], at_least=0.5)
+
+
+def test_mean_interval_is_exact_for_flags_and_bootstrapped_for_shares():
+    flags = np.array([1.0] * 16)
+    assert u.mean_interval(flags) == u.rate_interval(16, 16)          # not a zero-width bootstrap
+    shares = np.linspace(0, 1, 21)
+    assert u.mean_interval(shares, seed=0) == u.bootstrap_interval(shares, "mean", seed=0)
+
+
+def test_n_to_decide_on_the_threshold_up_to_rounding_is_none():
+    on = u.Interval(0.1 - 1e-17, 0.05, 0.15, 10, "t")
+    assert u.judge(on, at_least=0.1) == "undecided" and u.n_to_decide(on, at_least=0.1) is None
+
+
+def test_a_paired_difference_of_flags_is_never_certain_from_agreement_alone():
+    """Four images, correct under both attacks: a bootstrap would say "0, exactly"; the exact interval is wide."""
+    same = np.ones(4)
+    i = u.difference_interval(same, same, "mean")
+    assert i.value == 0 and i.low < -0.5 and i.high > 0.5 and i.n == 4
+    scaled = u.difference_interval(100 * same, 100 * same, "mean")
+    assert scaled.low == pytest.approx(100 * i.low) and scaled.high == pytest.approx(100 * i.high)
+    rng = np.random.default_rng(0)
+    a = rng.random(2000) < 0.6
+    b = a & (rng.random(2000) < 0.8)                        # b loses a fifth of a's successes
+    d = u.difference_interval(a.astype(float), b.astype(float), "mean")
+    assert d.low < a.mean() - b.mean() < d.high and d.low > 0.08 and d.high < 0.16

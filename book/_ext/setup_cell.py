@@ -5,7 +5,9 @@ launch buttons from it too). ``python book/_ext/setup_cell.py`` rewrites the fir
 every notebook from it; ``tests/test_notebooks.py`` fails when a notebook's cell is not the
 current one. On Colab (or any machine without ``featadv_core``) the cell pip-installs the package
 from the repository; ``FEATADV_INSTALL_SPEC`` replaces what it installs (pip arguments, e.g. a
-local checkout: the Colab simulation test uses it), and Colab's own torch is kept.
+local checkout: the Colab simulation test uses it), and Colab's own torch is kept. It then installs
+``requirements-nodeps.txt``'s packages without their dependencies, as ``make setup`` does (their
+metadata pins versions older than the book's own).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ TEMPLATE = '''# Set-up on Colab or any machine without the project: install feat
 import importlib.util, os, shlex, subprocess, sys
 if importlib.util.find_spec("featadv_core") is None:
     spec = os.environ.get("FEATADV_INSTALL_SPEC", "git+{url}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *shlex.split(spec)], check=True)'''
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *shlex.split(spec)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", {nodeps}], check=True)'''
 
 
 def repository_url(root: Path = ROOT) -> str:
@@ -30,9 +33,15 @@ def repository_url(root: Path = ROOT) -> str:
     return url
 
 
+def nodeps_requirements(root: Path = ROOT) -> list[str]:
+    """The requirement specifiers of ``root/requirements-nodeps.txt`` (comments and blank lines dropped)."""
+    lines = (root / "requirements-nodeps.txt").read_text().splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
 def setup_cell(root: Path = ROOT) -> str:
     """The source of the set-up cell for the repository named in ``root/_config.yml``."""
-    return TEMPLATE.format(url=repository_url(root))
+    return TEMPLATE.format(url=repository_url(root), nodeps=", ".join(map(repr, nodeps_requirements(root))))
 
 
 def notebooks(root: Path = ROOT) -> list[Path]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from .statistics import as_array
 
-__all__ = ["Interval", "STATES", "rate_interval", "bootstrap_interval", "ratio_interval", "judge", "n_to_decide"]
+__all__ = ["Interval", "STATES", "rate_interval", "bootstrap_interval", "ratio_interval", "difference_interval", "mean_interval", "judge",
+           "judge_all", "n_to_decide"]
 
 STATES = ("replicated", "not replicated", "undecided")
 _STATISTICS = {"median": np.median, "mean": np.mean}
@@ -40,6 +41,10 @@ class Interval:
     def __post_init__(self) -> None:
         if not (self.low <= self.high):
             raise ValueError(f"interval [{self.low}, {self.high}] is empty")
+
+    def __neg__(self) -> "Interval":
+        """The interval of −value: a two-sided claim |x| ≤ t is "x ≤ t and −x ≤ t" (:func:`judge_all`)."""
+        return Interval(-self.value, -self.high, -self.low, self.n, self.method, self.level)
 
     def format(self, fmt: str = "{:.2f}") -> str:
         """``value [low, high], n = …`` with ``fmt`` for the three numbers (e.g. ``"{:.0%}"`` for a rate)."""
@@ -96,6 +101,32 @@ def bootstrap_interval(samples, statistic: str = "median", *, level: float = 0.9
                       label=f"bootstrap of the {statistic} ({n_resamples} resamples)")
 
 
+def _two_samples(a, b, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The finite values of two samples: rows with a non-finite value on either side dropped when ``paired``
+    (one row per unit each), each side's own non-finite values otherwise; at least 2 on each side."""
+    x, y = as_array(a), as_array(b)
+    if paired:
+        if x.shape != y.shape:
+            raise ValueError(f"paired samples must have one value per unit each, got {x.shape} and {y.shape}")
+        keep = np.isfinite(x) & np.isfinite(y)
+        x, y = x[keep], y[keep]
+    else:
+        x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size < 2 or y.size < 2:
+        raise ValueError("a bootstrap interval needs at least 2 finite samples on each side")
+    return x, y
+
+
+def mean_interval(values, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """The mean of per-unit values in [0, 1] (shares, flags) with its interval: exact binomial when every value is
+    0 or 1 (a bootstrap of a sample that agrees collapses to a point), else :func:`bootstrap_interval` of the mean."""
+    arr = as_array(values)
+    arr = arr[np.isfinite(arr)]
+    if arr.size and bool(((arr == 0) | (arr == 1)).all()):
+        return rate_interval(arr.astype(bool), level=level)
+    return bootstrap_interval(arr, "mean", level=level, n_resamples=n_resamples, seed=seed)
+
+
 def ratio_interval(numerator, denominator, statistic: str = "median", *, paired: bool = True, level: float = 0.95,
                    n_resamples: int = 2000, seed: int = 0) -> Interval:
     """``statistic(numerator) / statistic(denominator)`` with a seeded bootstrap interval.
@@ -105,20 +136,43 @@ def ratio_interval(numerator, denominator, statistic: str = "median", *, paired:
     on its own. ``n`` is the number of (numerator) units.
     """
     fn = _statistic(statistic)
-    a, b = as_array(numerator), as_array(denominator)
-    if paired:
-        if a.shape != b.shape:
-            raise ValueError(f"paired samples must have one value per unit each, got {a.shape} and {b.shape}")
-        keep = np.isfinite(a) & np.isfinite(b)
-        a, b = a[keep], b[keep]
-    else:
-        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size < 2 or b.size < 2:
-        raise ValueError("a bootstrap interval needs at least 2 finite samples on each side")
+    a, b = _two_samples(numerator, denominator, paired)
     return _bootstrap((a, b), lambda x, y: fn(x) / fn(y), paired=paired, level=level, n_resamples=n_resamples,
                       seed=seed, n=int(a.size),
                       label=f"bootstrap of a ratio of {statistic}s ({'paired' if paired else 'two samples'}, "
                             f"{n_resamples} resamples)")
+
+
+def difference_interval(a, b, statistic: str = "median", *, paired: bool = True, level: float = 0.95,
+                        n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """``statistic(a) − statistic(b)`` with a seeded bootstrap interval: does one curve sit above another?
+
+    ``paired=True``: ``a`` and ``b`` are measured on the same units (one row each; resampled together,
+    rows with a non-finite value in either dropped), e.g. two layers' ratios over the same pairs;
+    ``False``: two independent samples. ``n`` is the number of (``a``) units.
+    """
+    fn = _statistic(statistic)
+    x, y = _two_samples(a, b, paired)
+    scale = max(float(np.abs(x).max()), float(np.abs(y).max()))
+    if paired and statistic == "mean" and scale > 0 and np.isin(x, (0, scale)).all() and np.isin(y, (0, scale)).all():
+        return _paired_flag_difference(x / scale, y / scale, scale, level)
+    return _bootstrap((x, y), lambda u, v: fn(u) - fn(v), paired=paired, level=level, n_resamples=n_resamples,
+                      seed=seed, n=int(x.size),
+                      label=f"bootstrap of a difference of {statistic}s ({'paired' if paired else 'two samples'}, "
+                            f"{n_resamples} resamples)")
+
+
+def _paired_flag_difference(x: np.ndarray, y: np.ndarray, scale: float, level: float) -> Interval:
+    """mean(x) − mean(y) for paired 0/1 flags, as (b − c)/n with b, c the two kinds of discordant pairs, bounded by
+    the exact intervals of b/n and c/n at level 1 − α/2 each (Bonferroni: conservative, and never of zero width —
+    where every pair agrees, a bootstrap would return a point and call it certain); in ``scale`` units."""
+    n = x.size
+    b, c = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+    half = 1 - (1 - level) / 2
+    ib, ic = rate_interval(b, n, level=half), rate_interval(c, n, level=half)
+    value = (b - c) / n
+    return Interval(scale * value, scale * max(ib.low - ic.high, -1.0), scale * min(ib.high - ic.low, 1.0), n,
+                    "exact paired difference of rates (Clopper–Pearson on the discordant pairs, Bonferroni)", level)
 
 
 def _threshold(at_least: float | None, at_most: float | None) -> tuple[float, int]:
@@ -140,6 +194,18 @@ def judge(interval: Interval, *, at_least: float | None = None, at_most: float |
     return "undecided"
 
 
+def judge_all(intervals, *, at_least: float | None = None, at_most: float | None = None) -> str:
+    """The verdict on "every one of ``intervals`` meets the criterion" (e.g. a curve stays above 0.8 at every
+    δ): ``"replicated"`` when each does as a whole, ``"not replicated"`` as soon as one fails as a whole,
+    else ``"undecided"``."""
+    states = [judge(i, at_least=at_least, at_most=at_most) for i in intervals]
+    if not states:
+        raise ValueError("judge_all needs at least one interval")
+    if "not replicated" in states:
+        return "not replicated"
+    return "undecided" if "undecided" in states else "replicated"
+
+
 def n_to_decide(interval: Interval, *, at_least: float | None = None, at_most: float | None = None) -> int | None:
     """The number of units at which ``interval`` would no longer straddle the threshold.
 
@@ -151,7 +217,7 @@ def n_to_decide(interval: Interval, *, at_least: float | None = None, at_most: f
     if judge(interval, at_least=at_least, at_most=at_most) != "undecided":
         return interval.n
     gap = abs(interval.value - threshold)
-    if gap == 0 or not math.isfinite(gap):
+    if gap <= 1e-9 * max(1.0, abs(threshold)) or not math.isfinite(gap):  # on the threshold, up to float rounding
         return None
     half = interval.value - interval.low if threshold < interval.value else interval.high - interval.value
     return int(math.ceil(interval.n * (half / gap) ** 2 - 1e-9))   # (tolerating float rounding of exact ratios)

@@ -12,6 +12,11 @@ steps, projection onto the ball ∩ [0, 1]):
   and fails here: on 20,000 images for 8 one-cycle epochs (peak lr 0.1) it overfits
   catastrophically — 36.9 % clean and 0.0 % PGD-20 accuracy (measured, ``make models`` of the
   recipe ``madry-fgsmrs-resnet20-cifar10``) — so the zoo keeps it only as that unshipped recipe;
+* :func:`nfgsm_loss` — N-FGSM (de Jorge et al. 2022, "Make some noise"): one signed step of α = ε
+  from a *larger* uniform noise η ~ U(−2ε, 2ε), not projected back onto the ε-ball. The noise is
+  what prevents catastrophic overfitting without extra gradients (their Fig. 1: FGSM-RS overfits
+  at ε = 8/255 where N-FGSM does not), so it trains at FGSM's cost (two passes per image): the
+  full-training-set Madry stand-in;
 * :func:`targeted_pgd3_loss` — Xie et al. (2019)'s *targeted* adversarial training (a random
   wrong target per image) with 3 PGD steps for the CPU (paper: targeted PGD-30, ε = 16/255).
 
@@ -26,9 +31,10 @@ from torch import nn
 from .. import data
 from ..attacks.pgd import pgd
 from ..labels import predict_labels
-from .train import TrainConfig, accuracy, budgeted
+from . import robust_evaluation
+from .train import TrainConfig, accuracy, budgeted, train_budget
 
-__all__ = ["EPS", "fgsm_rs_loss", "pgd3_loss", "pgd7_loss", "targeted_pgd3_loss", "adversarial_cross_entropy",
+__all__ = ["EPS", "fgsm_rs_loss", "nfgsm_loss", "pgd3_loss", "pgd7_loss", "targeted_pgd3_loss", "adversarial_cross_entropy",
            "random_wrong_labels", "cifar10_train_20k", "robust_accuracy", "evaluate_robust"]
 
 EPS = 8 / 255
@@ -44,6 +50,18 @@ def adversarial_cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor
 def fgsm_rs_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """FGSM-RS at ε = 8/255, α = 10/255 (Wong et al. 2020); overfits catastrophically at our budget."""
     return adversarial_cross_entropy(model, x, y, config, eps=EPS, steps=1, step_size=1.25 * EPS)
+
+
+def nfgsm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *, eps: float = EPS,
+               noise: float = 2.0, step: float = 1.0) -> torch.Tensor:
+    """N-FGSM at ε = 8/255 (de Jorge et al. 2022, Algorithm 1): ``x' = clip_[0,1](x + η + α·sign ∇ℓ(x + η))``,
+    ``η ~ U(−noise·ε, noise·ε)``, ``α = step·ε``, with no projection onto the ε-ball (so ‖x' − x‖∞ ≤ 3ε),
+    then the cross-entropy on ``x'``. Their defaults: noise 2, step 1."""
+    eta = (torch.rand_like(x) * 2 - 1) * (noise * eps)
+    x_noisy = (x + eta).clamp(0, 1).requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(model(x_noisy), y), x_noisy)
+    x_adv = (x_noisy + step * eps * grad.sign()).clamp(0, 1).detach()
+    return F.cross_entropy(model(x_adv), y, label_smoothing=config.label_smoothing)
 
 
 def pgd3_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -90,7 +108,14 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: 
 
 
 def evaluate_robust(model: nn.Module, recipe, base) -> dict:
-    """The card's robustness entry: PGD-20 (8/255, step 2/255) accuracy on 1,000 test images."""
+    """The card's robustness entries on 1,000 test images (the same ones for every attack): clean accuracy,
+    PGD-20 (8/255, step 2/255) and AutoAttack's core, APGD-CE then APGD-T at 8/255, 100 steps each
+    (:func:`.robust_evaluation.apgd_accuracy`; 5 steps under the smoke budget), and whether PGD-20
+    overstates robustness by more than :data:`.robust_evaluation.MASKING_GAP` (gradient masking)."""
     x, y = data.load(recipe.dataset, "test", n=budgeted(1000), seed=0)
-    return {"pgd20_accuracy": robust_accuracy(model, x, y), "pgd20_images": len(x),
-            "clean_accuracy_pgd20_images": accuracy(model, x, y)}
+    pgd20 = robust_accuracy(model, x, y)
+    apgd = robust_evaluation.apgd_accuracy(model, x, y, eps=EPS, steps=100 if train_budget() == "full" else 5)
+    return {"pgd20_accuracy": pgd20, "pgd20_images": len(x), "clean_accuracy_pgd20_images": accuracy(model, x, y),
+            "apgd_ce_accuracy": apgd["apgd_ce"], "apgd_ce_t_accuracy": apgd["apgd_ce_t"], "apgd_steps": apgd["steps"],
+            "apgd_target_classes": apgd["target_classes"],
+            "gradient_masking": robust_evaluation.masking(pgd20, apgd["apgd_ce_t"])}

@@ -38,6 +38,18 @@ def _bases_first(ids: list[str]) -> list[str]:
     return ordered
 
 
+def _quality(card: dict) -> str:
+    """A card's headline numbers: test accuracy (or a decoder's PSNR) and any robust accuracies."""
+    quality = (f"test accuracy {card['test_accuracy']:.2%} (float32 {card['test_accuracy_fp32']:.2%})"
+               if "test_accuracy" in card else f"PSNR {card['psnr_db']:.2f} dB, accuracy on g(f(x)) "
+               f"{card['decoder_accuracy']:.2%} (clean {card['clean_accuracy']:.2%})")
+    if "pgd20_accuracy" in card:
+        quality += f", PGD-20 {card['pgd20_accuracy']:.2%}"
+    if "apgd_ce_t_accuracy" in card:
+        quality += f", APGD-CE+T {card['apgd_ce_t_accuracy']:.2%}" + (" (gradient masking)" if card["gradient_masking"] else "")
+    return quality
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ids", nargs="*", help="model ids (default: all of the zoo's own models)")
@@ -45,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--restamp", action="store_true",
                         help="record the current code fingerprint in the cards of current checkpoints (no training)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="rerun the recipes' evaluations on the current checkpoints and update their cards (no training)")
     args = parser.parse_args(argv)
     own = [k for k, v in zoo.ZOO.items() if isinstance(v, zoo.Recipe) and v.ships]
     unknown = [i for i in args.ids if i not in own]
@@ -56,18 +70,18 @@ def main(argv: list[str] | None = None) -> None:
             zoo.restamp(model_id)
             print(f"{model_id}: current code fingerprint recorded (checkpoint unchanged)")
         return
+    if args.evaluate:
+        for model_id in [i for i in ids if zoo.ZOO[i].evaluate is not None and zoo.shipped_is_current(i)]:
+            card = zoo.reevaluate(model_id, device=args.device)
+            print(f"{model_id}: {_quality(card)} (re-evaluated)", flush=True)
+        return
     todo = ids if args.all else [i for i in stale() if i in ids]
     if not todo:
         print("every shipped checkpoint matches its recipe; nothing to do (--all retrains anyway)")
     for model_id in _bases_first(todo):
         card = zoo.train(model_id, device=args.device, out=zoo.shipped_path(model_id))
         zoo.restamp(model_id)  # the code that made it is the reference for later drift warnings
-        quality = (f"test accuracy {card['test_accuracy']:.2%} (float32 {card['test_accuracy_fp32']:.2%})"
-                   if "test_accuracy" in card else f"PSNR {card['psnr_db']:.2f} dB, accuracy on g(f(x)) "
-                   f"{card['decoder_accuracy']:.2%} (clean {card['clean_accuracy']:.2%})")
-        if "pgd20_accuracy" in card:
-            quality += f", PGD-20 {card['pgd20_accuracy']:.2%}"
-        print(f"{model_id}: {quality}, {card['train_seconds']:.0f} s on {card['machine']} → {zoo.shipped_path(model_id)}",
+        print(f"{model_id}: {_quality(card)}, {card['train_seconds']:.0f} s on {card['machine']} → {zoo.shipped_path(model_id)}",
               flush=True)
     drift = [i for i in zoo.code_drift() if i in ids]
     if drift:

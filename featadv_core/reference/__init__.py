@@ -14,6 +14,8 @@ TABLES = {
     "rozsa2017_table1": "Rozsa et al. 2017, Table 1: clean error and FGS/FGV/HC/LOTS success, PASS, L2, L∞ per model",
     "jetley2018_table1": "Jetley et al. 2018, Table 1: ImageNet AlexNet behind a down/up-sampling unit — norms, "
                          "accuracy and fooling rates of f-scaled DeepFools per d_low",
+    "fsa2020_table2": "Towards Feature Space Adversarial Attack (2020), Table 2: accuracy (%) of the four defended "
+                      "models on clean images (None), PGD, decoder reconstructions and the feature-space attack",
 }
 
 
