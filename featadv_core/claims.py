@@ -75,13 +75,13 @@ class Claim:
 
     @classmethod
     def judged_all(cls, claim: str, paper: str, intervals: dict, *, criterion: str, at_least: float | None = None,
-                   at_most: float | None = None, fmt: str = "{:.2f}", why_not: str = "",
+                   at_most: float | None = None, fmt: str = "{:.2f}", prefix: str = "", why_not: str = "",
                    kind: str = "replication") -> "Claim":
         """A claim that *every* one of several quantities meets the criterion (a curve above 0.8 at every δ,
         each layer's median ≤ 0.5), judged on their intervals by :func:`~featadv_core.analysis.uncertainty.judge_all`.
 
-        ``intervals`` maps a label (``"δ=5"``) to its interval. ``ours`` names how many pass as a whole and
-        the weakest one (its estimate farthest toward failing); ``n`` is the smallest sample behind them and, when
+        ``intervals`` maps a label (``"δ=5"``) to its interval. ``ours`` is ``prefix``, then how many pass as a
+        whole and the weakest one (its estimate farthest toward failing); ``n`` is the smallest sample behind them and, when
         undecided, ``n_to_decide`` the largest number of units any straddling interval needs.
         """
         from .analysis.uncertainty import judge, judge_all, n_to_decide
@@ -92,7 +92,7 @@ class Claim:
         sign = 1 if at_least is not None else -1
         weakest = min(intervals, key=lambda k: sign * intervals[k].value)  # the estimate farthest toward failing
         passing = sum(judge(i, at_least=at_least, at_most=at_most) == "replicated" for i in intervals.values())
-        ours = (f"{passing} of {len(intervals)} pass; weakest {weakest}: "
+        ours = (f"{prefix}{passing} of {len(intervals)} pass; weakest {weakest}: "
                 f"{intervals[weakest].format(fmt).rsplit(', n = ', 1)[0]}")
         need = [n_to_decide(i, at_least=at_least, at_most=at_most) for i in intervals.values()
                 if judge(i, at_least=at_least, at_most=at_most) == "undecided"]

@@ -264,6 +264,27 @@ def test_iterative_lots_decreases_the_feature_distance_monotonically_on_a_smooth
     assert bool((d[1:] < d[:-1] + 1e-12).all())
 
 
+def test_iterative_lots_detects_a_saturated_fixed_point_and_a_two_cycle():
+    """Identity features on a 2×2 image, one grey level per step. (a) Every pixel at 255 and a target above it:
+    the rounded, clipped step changes nothing — stalled at once. (b) A target half a grey level above pixel 0:
+    the iterate steps up one level, then back — a 2-cycle, stalled after one step. Neither runs to max_steps."""
+    model = _linear(torch.eye(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    never = torch.tensor([99])
+    x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    res = lots_iterative(model, x, torch.full((1, 4), 2.0, dtype=torch.float64), layer="fc", y_orig=predict_labels(model, x),
+                         target=never, max_steps=50)
+    assert bool(res.stalled[0]) and int(res.steps[0]) == 0 and not bool(res.success[0]) and torch.equal(res.images, x)
+    x = torch.full((1, 1, 2, 2), 100 / 255, dtype=torch.float64)
+    f_t = x.flatten(1).clone()
+    f_t[0, 0] += 0.5 / 255
+    res = lots_iterative(model, x, f_t, layer="fc", y_orig=predict_labels(model, x), target=never, max_steps=50)
+    assert bool(res.stalled[0]) and int(res.steps[0]) == 1 and not bool(res.success[0])
+    assert round(float(res.images[0, 0, 0, 0]) * 255) == 101  # the iterate it stalled on: its next step goes back
+    moving = lots_iterative(model, x, f_t + 10 / 255, layer="fc", y_orig=predict_labels(model, x), target=never,
+                            max_steps=5)
+    assert not bool(moving.stalled[0]) and int(moving.steps[0]) == 5  # a target far away: no stall, out of steps
+
+
 def test_magnify_at_a_fixed_scale_reports_the_nominal_scale_and_actual_norms():
     model = _lenet()
     x = _grid_images(4, 3)

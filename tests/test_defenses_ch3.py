@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from featadv_core.defenses import NOISE_SOURCES, fit_odds, gaussian_cutoff, noise_statistics, threshold_for_fpr
+from featadv_core.defenses import NOISE_SOURCES, fit_odds, gaussian_cutoff, noise_share, noise_statistics, threshold_for_fpr
 from featadv_core.models import adversarial_training as at
 from featadv_core.models import atda, trades
 from featadv_core.models.architectures import DenoisingBlock, resnet20, resnet20_denoise
@@ -141,6 +141,37 @@ def test_noise_statistics_golden(tiny_lenet):
                            [0.00134345086, 0.00153733918, 0.00423114328]])
     assert y.tolist() == [8, 8, 8] and g.dtype == torch.float32
     torch.testing.assert_close(g.norm(dim=2), golden, rtol=1e-5, atol=0)
+
+
+def test_antithetic_draws_cancel_the_linear_term_and_keep_the_expectation():
+    """φ linear in x (interior images, no clipping): every antithetic pair averages to φ(x), so ḡ = 0 exactly,
+    where independent draws leave noise; on the tiny ReLU net both estimators agree on the expectation."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Identity(), nn.Linear(6, 3)).eval()
+    x = 0.25 + 0.5 * torch.rand(4, 3, 2, 2)
+    kw = dict(feature_layer="2", head=linear[3], sources=[("normal", 0.01), ("sign", 0.01), ("uniform", 0.01)], draws=8)
+    _, anti = noise_statistics(linear, x, antithetic=True, **kw)
+    _, iid = noise_statistics(linear, x, **kw)
+    assert anti.abs().max() < 1e-6 < iid.abs().max()
+    model = _tiny().eval()
+    x = torch.rand(3, 3, 2, 2, generator=torch.Generator().manual_seed(2))
+    kw = dict(feature_layer="2", head=model[3], sources=[("uniform", 0.2)], draws=4000)
+    _, a = noise_statistics(model, x, antithetic=True, seed=1, **kw)
+    _, b = noise_statistics(model, x, seed=2, **kw)
+    _, c = noise_statistics(model, x, seed=3, **kw)
+    spread = (b - c).abs().max().item()        # two independent estimates: √2 standard errors apart, typically
+    assert 0 < (a - b).abs().max().item() < 4 * spread
+    with pytest.raises(ValueError, match="even"):
+        noise_statistics(model, x, antithetic=True, **dict(kw, draws=3))
+    x = 0.25 + 0.5 * torch.rand(40, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    kw = dict(feature_layer="2", head=model[3], sources=[("normal", 0.01)], draws=8)
+    iid, anti = noise_share(model, x, **kw), noise_share(model, x, antithetic=True, **kw)
+    assert 0 <= float(anti[0]) < float(iid[0]) <= 1.5  # antithetic pairs leave less of the spread to chance
+    det = fit_odds(model, torch.rand(30, 3, 2, 2), model(torch.rand(30, 3, 2, 2)).argmax(1), feature_layer="2",
+                   head=model[3], sources=[("normal", 0.05)], draws=4, antithetic=True, min_images=1)
+    assert det.antithetic
 
 
 @pytest.fixture(scope="module")

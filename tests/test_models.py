@@ -275,6 +275,75 @@ def test_torchvision_weights_offline_is_clear(monkeypatch):
         models.get("alexnet", device="cpu")
 
 
+def test_robustbench_ids_without_the_package_say_what_to_do(monkeypatch):
+    """The paper presets' defences: without robustbench (CI, this machine) a clear error, not an ImportError."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_robustbench(name, *args, **kwargs):
+        if name.startswith("robustbench"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_robustbench)
+    with pytest.raises(models.WeightsUnavailableError, match="pip install robustbench"):
+        models.get("robustbench-madry-cifar10", device="cpu")
+
+
+def test_robustbench_download_failure_names_the_cache(monkeypatch, tmp_path):
+    """Offline with robustbench installed: the message names the model and where a copied checkpoint goes."""
+    import sys
+    import types
+
+    def unreachable(*a, **k):
+        raise OSError("Network is unreachable")
+
+    fake = types.ModuleType("robustbench")
+    fake.utils = types.ModuleType("robustbench.utils")
+    fake.utils.load_model = unreachable
+    monkeypatch.setitem(sys.modules, "robustbench", fake)
+    monkeypatch.setitem(sys.modules, "robustbench.utils", fake.utils)
+    with pytest.raises(models.WeightsUnavailableError, match=r"Zhang2019Theoretically.*Network is unreachable(?s:.*)"
+                                                            r"cifar10/Linf/Zhang2019Theoretically\.pt"):
+        models.get("robustbench-trades-cifar10", device="cpu")
+
+
+def test_robustbench_model_is_framed_with_identity_normalisation_and_its_head(monkeypatch):
+    """A downloaded RobustBench model (here a stand-in module) takes [0, 1] pixels unchanged and names its head."""
+    import sys
+    import types
+
+    from torch import nn
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16), nn.ReLU(), nn.Linear(16, 10))
+    calls = []
+    fake = types.ModuleType("robustbench")
+    fake.utils = types.ModuleType("robustbench.utils")
+    fake.utils.load_model = lambda name, **kw: calls.append((name, kw)) or net
+    monkeypatch.setitem(sys.modules, "robustbench", fake)
+    monkeypatch.setitem(sys.modules, "robustbench.utils", fake.utils)
+    model = models.get("robustbench-madry-cifar10", device="cpu")
+    assert calls[0][0] == "Engstrom2019Robustness" and calls[0][1]["threat_model"] == "Linf"
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model(x), net(x))
+    assert model.layer_map == {"fc": "net.3"} and model.card["test_accuracy"] == 0.8703
+    assert model.card["weights"] == "robustbench:Engstrom2019Robustness"
+
+
+@pytest.mark.parametrize("model_id, shape", [("robustbench-madry-cifar10", (3, 32, 32)),
+                                             ("robustbench-madry-imagenet", (3, 224, 224))])
+def test_robustbench_random_standin_is_labelled_and_runs(monkeypatch, model_id, shape):
+    """FEATADV_WEIGHTS=random: a labelled random network of the right input size (the presets' smoke run)."""
+    monkeypatch.setenv("FEATADV_WEIGHTS", "random")
+    rng = torch.random.get_rng_state()
+    model = models.get(model_id, device="cpu")
+    assert torch.equal(rng, torch.random.get_rng_state())
+    assert model.card["description"].startswith("[RANDOM WEIGHTS") and model.input_shape == shape
+    assert model.card["test_accuracy"] != model.card["test_accuracy"]  # NaN
+    assert model(torch.rand(1, *shape)).shape == (1, 10 if shape[1] == 32 else 1000)
+
+
 SHIPPED_LIMIT_BYTES = 60 * 2**20
 
 

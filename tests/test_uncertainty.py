@@ -73,8 +73,34 @@ def test_more_units_decide_a_true_difference(n, seed):
     if need is None or u.judge(i, at_least=0.5) != "undecided":
         return
     assert need > n
-    big = u.rate_interval(round(i.value * 4 * need), 4 * need)  # four times the predicted n, same rate
+    big = u.rate_interval(round(i.value * need), need)  # exactly the predicted n, same rate: decided
     assert u.judge(big, at_least=0.5) != "undecided"
+
+
+def test_n_to_decide_at_zero_is_the_rule_of_three_not_the_square_root_rule():
+    """0 of 20 against "≤ 5 %": the exact upper bound shrinks as ≈ 3.7/n, so about 72 units decide it; the
+    1/√n rule would ask for ≈ 20 · (0.168 / 0.05)² ≈ 226."""
+    i = u.rate_interval(0, 20)
+    assert u.judge(i, at_most=0.05) == "undecided"
+    need = u.n_to_decide(i, at_most=0.05)
+    assert u.judge(u.rate_interval(0, need), at_most=0.05) == "replicated"
+    assert u.judge(u.rate_interval(0, need - 1), at_most=0.05) == "undecided"
+    assert 60 < need < 80
+
+
+def test_spearman_interval_known_answers():
+    """A perfect monotone relation: ρ = 1 and every resample agrees; independent noise: an interval around 0."""
+    x = np.arange(30.0)
+    perfect = u.spearman_interval(x, x ** 3)
+    assert perfect.value == pytest.approx(1.0) and perfect.low == pytest.approx(1.0) and perfect.n == 30
+    rng = np.random.default_rng(0)
+    noise = u.spearman_interval(rng.random(200), rng.random(200), seed=1)
+    assert noise.low < 0 < noise.high and noise.high - noise.low < 0.4
+    assert u.spearman_interval(rng.random(200), rng.random(200), seed=1).n == 200
+    with pytest.raises(ValueError, match="constant"):
+        u.spearman_interval(x, np.ones(30))
+    with pytest.raises(ValueError, match="at least 3"):
+        u.spearman_interval([1.0, 2.0], [2.0, 1.0])
 
 
 def test_difference_interval_paired_sees_a_shift_the_unpaired_cannot():

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .statistics import as_array
+from .statistics import as_array, spearman
 
-__all__ = ["Interval", "STATES", "rate_interval", "bootstrap_interval", "ratio_interval", "difference_interval", "mean_interval", "judge",
-           "judge_all", "n_to_decide"]
+__all__ = ["Interval", "STATES", "rate_interval", "bootstrap_interval", "ratio_interval", "difference_interval", "mean_interval",
+           "spearman_interval", "judge", "judge_all", "n_to_decide"]
 
 STATES = ("replicated", "not replicated", "undecided")
 _STATISTICS = {"median": np.median, "mean": np.mean}
+_BATCH = 256  # bootstrap resamples drawn at once: memory O(batch · n), not O(n_resamples · n), at paper scale
+_EXACT = "exact binomial (Clopper–Pearson)"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def rate_interval(successes, n: int | None = None, *, level: float = 0.95) -> In
     if n <= 0 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {k} of {n}")
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
-    return Interval(k / n, float(ci.low), float(ci.high), n, "exact binomial (Clopper–Pearson)", level)
+    return Interval(k / n, float(ci.low), float(ci.high), n, _EXACT, level)
 
 
 def _statistic(name: str):
@@ -82,7 +84,7 @@ def _bootstrap(data: tuple, statistic, *, paired: bool, level: float, n_resample
     value = float(statistic(*data))
     if all(np.all(d == d[0]) for d in data):          # no spread: the interval is the point
         return Interval(value, value, value, n, label, level)
-    res = bootstrap(data, statistic, paired=paired, vectorized=False, confidence_level=level,
+    res = bootstrap(data, statistic, paired=paired, vectorized=False, confidence_level=level, batch=_BATCH,
                     n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return Interval(value, min(low, value), max(high, value), n, label, level)
@@ -162,6 +164,25 @@ def difference_interval(a, b, statistic: str = "median", *, paired: bool = True,
                             f"{n_resamples} resamples)")
 
 
+def spearman_interval(x, y, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """Spearman's ρ of paired values (one (x, y) row per unit) with a seeded percentile-bootstrap interval, the rows
+    resampled together. A resample whose x or y is constant has no ρ; such resamples are dropped (they occur only
+    for tiny n)."""
+    a, b = _two_samples(x, y, paired=True)
+    if a.size < 3:
+        raise ValueError(f"a rank correlation's interval needs at least 3 units, got {a.size}")
+    value = spearman(a, b)
+    if not math.isfinite(value):
+        raise ValueError("Spearman's ρ is undefined: x or y is constant")
+    rng = np.random.default_rng(seed)
+    rhos = np.array([spearman(a[i], b[i]) for i in rng.integers(0, a.size, size=(n_resamples, a.size))])
+    rhos = rhos[np.isfinite(rhos)]
+    tail = 100 * (1 - level) / 2
+    low, high = (float(v) for v in np.percentile(rhos, [tail, 100 - tail]))
+    return Interval(value, min(low, value), max(high, value), int(a.size),
+                    f"bootstrap of Spearman's ρ (paired, {n_resamples} resamples)", level)
+
+
 def _paired_flag_difference(x: np.ndarray, y: np.ndarray, scale: float, level: float) -> Interval:
     """mean(x) − mean(y) for paired 0/1 flags, as (b − c)/n with b, c the two kinds of discordant pairs, bounded by
     the exact intervals of b/n and c/n at level 1 − α/2 each (Bonferroni: conservative, and never of zero width —
@@ -219,5 +240,26 @@ def n_to_decide(interval: Interval, *, at_least: float | None = None, at_most: f
     gap = abs(interval.value - threshold)
     if gap <= 1e-9 * max(1.0, abs(threshold)) or not math.isfinite(gap):  # on the threshold, up to float rounding
         return None
+    if interval.method == _EXACT:
+        return _binomial_n_to_decide(interval, at_least=at_least, at_most=at_most)
     half = interval.value - interval.low if threshold < interval.value else interval.high - interval.value
     return int(math.ceil(interval.n * (half / gap) ** 2 - 1e-9))   # (tolerating float rounding of exact ratios)
+
+
+def _binomial_n_to_decide(interval: Interval, *, at_least: float | None, at_most: float | None) -> int:
+    """The smallest n at which a rate observed at the same share gets an exact interval clear of the threshold.
+
+    The 1/√n rule overestimates near 0 % and 100 %, where a Clopper–Pearson bound shrinks as 1/n (0 of n: the
+    upper bound is ≈ 3.7/n), so the exact interval is recomputed instead, by doubling then bisection."""
+    p, level = interval.value, interval.level
+
+    def decided(n: int) -> bool:
+        return judge(rate_interval(round(p * n), n, level=level), at_least=at_least, at_most=at_most) != "undecided"
+
+    lo, hi = interval.n, 2 * interval.n
+    while not decided(hi):
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decided(mid) else (mid, hi)
+    return hi

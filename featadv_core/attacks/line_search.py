@@ -42,7 +42,10 @@ class Attempts:
     the final ``ε`` in pixel units (NaN for failures and for iterative attacks); ``steps`` the
     iterations an iterative attack took (0 for the line search); ``l2`` and ``linf`` the norms of
     the applied perturbation ``images − origin`` in grey levels (0–255), as the papers report
-    them; ``zero_direction`` marks attempts that failed because ``η`` was exactly zero.
+    them; ``zero_direction`` marks attempts that failed because ``η`` was exactly zero; ``stalled``
+    iterative attempts that stopped because rounding to the 8-bit grid left the iterate where it was
+    (every pixel that would move is saturated) or sent it back to the one before (a 2-cycle): no
+    further step could change the outcome (always ``False`` for the line search).
     """
 
     images: torch.Tensor
@@ -53,6 +56,7 @@ class Attempts:
     l2: torch.Tensor
     linf: torch.Tensor
     zero_direction: torch.Tensor
+    stalled: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.success)
@@ -194,4 +198,4 @@ def line_search(
     l2, linf = _norms(images, x)
     return Attempts(images=images, success=success, labels=labels, scale=torch.where(success, hi, torch.nan),
                     steps=torch.zeros(n, dtype=torch.long, device=x.device), l2=l2, linf=linf,
-                    zero_direction=zero)
+                    zero_direction=zero, stalled=torch.zeros(n, dtype=torch.bool, device=x.device))

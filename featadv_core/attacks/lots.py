@@ -120,7 +120,7 @@ def lots_self(
         res = Attempts(images=images, success=labels != y, labels=labels,
                        scale=torch.full((len(x),), float(eps), dtype=torch.float64, device=x.device),
                        steps=torch.zeros(len(x), dtype=torch.long, device=x.device), l2=l2, linf=linf,
-                       zero_direction=zero)
+                       zero_direction=zero, stalled=torch.zeros(len(x), dtype=torch.bool, device=x.device))
     return (res.images, res) if details else res.images
 
 
@@ -144,8 +144,11 @@ def lots_iterative(
     pixel moves by ``step`` (one grey level) and every iterate is a valid 8-bit image. Each
     attempt stops at the first iterate meeting the criterion (``target`` reached, or any change
     from ``y_orig`` when ``target`` is None), or when ``‖f_l(x_k) − f_t‖₂ < feature_tolerance``
-    (then ``success`` still reports the criterion), or after ``max_steps`` (failure; the last
-    iterate is returned, the origin if the direction vanished at the start).
+    (then ``success`` still reports the criterion), or when it **stalls** — the rounded step leaves
+    the iterate unchanged (every pixel that would move is saturated at 0 or 255) or returns it to
+    the iterate before (a 2-cycle), so that every later step would repeat one already taken
+    (failure, marked in ``stalled``; the stalled iterate is returned) — or after ``max_steps``
+    (failure; the last iterate is returned, the origin if the direction vanished at the start).
     """
     check_images(x)
     n = len(x)
@@ -157,7 +160,9 @@ def lots_iterative(
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
     success = torch.zeros_like(done)
     zero = torch.zeros_like(done)
+    stalled = torch.zeros_like(done)
     steps = torch.zeros(n, dtype=torch.long, device=x.device)
+    prev = cur.clone()  # each attempt's iterate before its current one: a step back to it is a 2-cycle
     labels = predict_labels(model, cur, batch_size=batch_size)
 
     def meets(lab: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -183,11 +188,18 @@ def lots_iterative(
                 dist = (f - target_features[active]).flatten(1).norm(dim=1)
             z = z | (dist < feature_tolerance)
         done[active[z]] = True
-        move = active[~z]
-        cur[move] = apply_direction(cur[move], d[~z], step)
+        move, d = active[~z], d[~z]
+        before = cur[move]
+        after = apply_direction(before, d, step)
+        stuck = (after == before).flatten(1).all(1) | ((steps[move] > 0) & (after == prev[move]).flatten(1).all(1))
+        stalled[move[stuck]] = True
+        done[move[stuck]] = True
+        move, before, after = move[~stuck], before[~stuck], after[~stuck]
+        prev[move] = before
+        cur[move] = after
         steps[move] += 1
         labels[move] = predict_labels(model, cur[move], batch_size=batch_size)
     l2, linf = _norms(cur, x)
     return Attempts(images=cur, success=success, labels=labels,
                     scale=torch.full((n,), float("nan"), dtype=torch.float64, device=x.device),
-                    steps=steps, l2=l2, linf=linf, zero_direction=zero)
+                    steps=steps, l2=l2, linf=linf, zero_direction=zero, stalled=stalled)

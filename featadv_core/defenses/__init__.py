@@ -9,8 +9,8 @@ Adversarially trained models (Madry, TRADES, ATDA) and the denoising blocks are 
 (:mod:`featadv_core.models`), trained by the losses of :mod:`featadv_core.models.adversarial_training`,
 :mod:`~featadv_core.models.trades` and :mod:`~featadv_core.models.atda`.
 """
-from .odds import NOISE_SOURCES, OddsDetector, fit_odds, gaussian_cutoff, noise_statistics, threshold_for_fpr
+from .odds import NOISE_SOURCES, OddsDetector, fit_odds, gaussian_cutoff, noise_share, noise_statistics, threshold_for_fpr
 from .resampling import Resampled, resample, resize
 
-__all__ = ["resize", "resample", "Resampled", "fit_odds", "OddsDetector", "noise_statistics", "NOISE_SOURCES",
+__all__ = ["resize", "resample", "Resampled", "fit_odds", "OddsDetector", "noise_statistics", "noise_share", "NOISE_SOURCES",
            "gaussian_cutoff", "threshold_for_fpr"]

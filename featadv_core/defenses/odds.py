@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from .. import features
 from ..images import check_images
 
-__all__ = ["NOISE_SOURCES", "OddsDetector", "fit_odds", "noise_statistics", "gaussian_cutoff", "threshold_for_fpr"]
+__all__ = ["NOISE_SOURCES", "OddsDetector", "fit_odds", "noise_statistics", "noise_share", "gaussian_cutoff",
+           "threshold_for_fpr"]
 
 NOISE_SOURCES: tuple[tuple[str, float], ...] = tuple((kind, eps) for kind in ("normal", "sign", "uniform")
                                                      for eps in (0.003, 0.005, 0.008))
@@ -54,15 +55,23 @@ def _noise(kind: str, eps: float, shape: tuple[int, ...], generator: torch.Gener
 @torch.inference_mode()
 def noise_statistics(model: nn.Module, x: torch.Tensor, *, feature_layer: str, head: nn.Linear,
                      sources: Sequence[tuple[str, float]] = NOISE_SOURCES, draws: int = 256, seed: int = 0,
-                     batch_size: int = 2048, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     antithetic: bool = False, batch_size: int = 2048,
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes (N) and the averaged statistics ``ḡ`` (N × sources × K): entry ``[n, s, z]`` is
     ``⟨w_z − w_y, mean_η φ(x_n + η) − φ(x_n)⟩`` for source ``s`` (0 at ``z = y``).
+
+    ``antithetic``: the draws come in pairs ``(η, −η)`` (``draws`` even). Every source is symmetric, so each
+    draw keeps its distribution and ``ḡ`` its expectation, but the term linear in ``η`` — zero on average and,
+    at these ε, most of a finite-M estimate's noise — cancels within each pair: a variance reduction that lets
+    few draws behave like many (the reference code draws independently: ``False``).
 
     The noise is drawn where ``head`` lives when that is a CUDA device (no host draws and copies;
     the same ``seed`` then gives other draws than on the CPU), else on the CPU."""
     check_images(x)
     if draws < 1 or not sources:
         raise ValueError(f"need at least one noise source and one draw, got {len(sources)} and {draws}")
+    if antithetic and draws % 2:
+        raise ValueError(f"antithetic draws come in pairs: draws must be even, got {draws}")
     device = head.weight.device
     w = head.weight.float()
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
@@ -76,7 +85,11 @@ def noise_statistics(model: nn.Module, x: torch.Tensor, *, feature_layer: str, h
         y = head(phi.to(head.weight.dtype)).argmax(1)
         rows = []
         for kind, eps in sources:
-            eta = _noise(kind, eps, (len(xb), draws, *xb.shape[1:]), gen).to(device=device, dtype=xb.dtype)
+            if antithetic:
+                half = _noise(kind, eps, (len(xb), draws // 2, *xb.shape[1:]), gen)
+                eta = torch.cat([half, -half], 1).to(device=device, dtype=xb.dtype)
+            else:
+                eta = _noise(kind, eps, (len(xb), draws, *xb.shape[1:]), gen).to(device=device, dtype=xb.dtype)
             noisy = (xb[:, None] + eta).clamp(0, 1).flatten(0, 1).contiguous(memory_format=torch.channels_last)
             shift = features.forward_to(model, noisy, feature_layer).flatten(1).float().view(len(xb), draws, -1).mean(1) - phi
             proj = shift @ w.T                                    # N×K: ⟨w_z, shift⟩
@@ -86,11 +99,35 @@ def noise_statistics(model: nn.Module, x: torch.Tensor, *, feature_layer: str, h
     return torch.cat(preds), torch.cat(stats)
 
 
+def noise_share(model: nn.Module, x: torch.Tensor, *, feature_layer: str, head: nn.Linear,
+                sources: Sequence[tuple[str, float]] = NOISE_SOURCES, draws: int = 256, antithetic: bool = False,
+                seed: int = 0) -> torch.Tensor:
+    """Per source, the share of ``ḡ``'s spread over images of one predicted class that is Monte-Carlo noise.
+
+    Two estimates of ``ḡ`` from independent draws differ only by that noise, so its variance is half the
+    mean squared difference; the total is the variance of one estimate around its predicted class's mean
+    (the spread O2's z-scores divide by), both pooled over images and classes ``z ≠ y``. Near 1 the detector
+    standardises mostly its own sampling noise, and a shift that PGD causes is diluted; more draws, or
+    ``antithetic`` pairs, shrink it.
+    """
+    kw = dict(feature_layer=feature_layer, head=head, sources=sources, draws=draws, antithetic=antithetic)
+    y, g1 = noise_statistics(model, x, seed=seed, **kw)
+    _, g2 = noise_statistics(model, x, seed=seed + 1, **kw)
+    other = torch.ones_like(g1, dtype=torch.bool).scatter(2, y[:, None, None].expand(-1, g1.shape[1], 1), False)
+    centre = torch.zeros_like(g1)
+    for c in y.unique():
+        centre[y == c] = g1[y == c].mean(0)
+    noise = torch.where(other, (g1 - g2) ** 2 / 2, 0).sum((0, 2))
+    total = torch.where(other, (g1 - centre) ** 2, 0).sum((0, 2))
+    return noise / total.clamp_min(1e-30)
+
+
 @dataclass
 class OddsDetector:
     """Calibrated O2 statistics. ``mean``, ``std``: K (class y) × S × K (z); ``valid``: K (classes with ≥ 3 images).
 
-    :meth:`scores` gives ``max_{z≠y} Z_z`` per input; :meth:`detect` compares it with ``threshold``.
+    :meth:`scores` gives ``max_{z≠y} Z_z`` per input; :meth:`detect` compares it with ``threshold``. Test
+    inputs are scored with the estimator the statistics were calibrated with (``draws``, ``antithetic``).
     """
 
     model: nn.Module
@@ -102,12 +139,13 @@ class OddsDetector:
     std: torch.Tensor
     valid: torch.Tensor
     threshold: float = 3.090232306167813  # Φ⁻¹(0.999), the reference code's cutoff
+    antithetic: bool = False
 
     def z_scores(self, x: torch.Tensor, *, seed: int = 1, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``(predicted class y, Z)`` per image: ``Z[n, z]`` is the source-averaged z-score of the noise-induced
         log-odds change toward ``z``; −∞ at ``z = y`` and in every column for a class without statistics."""
         y, g = noise_statistics(self.model, x, feature_layer=self.feature_layer, head=self.head, sources=self.sources,
-                                draws=self.draws, seed=seed, progress=progress)
+                                draws=self.draws, seed=seed, antithetic=self.antithetic, progress=progress)
         z = ((g - self.mean[y]) / self.std[y]).mean(1)            # N×K, averaged over sources
         z = z.scatter(1, y[:, None], float("-inf"))
         return y, torch.where(self.valid[y][:, None], z, torch.full_like(z, float("-inf")))
@@ -143,12 +181,13 @@ def threshold_for_fpr(clean_scores: torch.Tensor, fpr: float) -> float:
 
 def fit_odds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, feature_layer: str, head: nn.Linear,
              sources: Sequence[tuple[str, float]] = NOISE_SOURCES, draws: int = 256, seed: int = 0,
-             min_images: int = 3, progress: bool = False) -> OddsDetector:
-    """Calibrate O2 on clean images ``x`` with labels ``y`` (only correctly classified ones are used)."""
+             antithetic: bool = False, min_images: int = 3, progress: bool = False) -> OddsDetector:
+    """Calibrate O2 on clean images ``x`` with labels ``y`` (only correctly classified ones are used);
+    ``antithetic`` as in :func:`noise_statistics`, kept by the detector for scoring."""
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     pred, g = noise_statistics(model, x, feature_layer=feature_layer, head=head, sources=sources, draws=draws,
-                               seed=seed, progress=progress)
+                               seed=seed, antithetic=antithetic, progress=progress)
     keep = pred == y.cpu()
     pred, g = pred[keep], g[keep]
     k = head.weight.shape[0]
@@ -161,7 +200,7 @@ def fit_odds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, feature_laye
             mean[c] = rows.mean(0)
             std[c] = rows.std(0).clamp_min(1e-12)
             valid[c] = True
-    return OddsDetector(model, feature_layer, head, tuple(sources), draws, mean, std, valid)
+    return OddsDetector(model, feature_layer, head, tuple(sources), draws, mean, std, valid, antithetic=antithetic)
 
 
 def gaussian_cutoff(p: float = 0.999) -> float:

@@ -24,7 +24,8 @@ were trained, and ``make models`` prints them, so that the person decides (bump 
 Checkpoints store float tensors in half precision (the models are rounded to it right after
 training, so a cached and a shipped model are the same; the card records the accuracy before
 and after rounding). torchvision's ImageNet models (``alexnet``, ``vgg16``, ``vgg19``,
-``googlenet``, ``resnet50``) load their pretrained weights instead.
+``googlenet``, ``resnet50``) load their pretrained weights instead, and the ``robustbench-*`` ids
+RobustBench's defended models (:mod:`.robustbench_zoo`; the optional ``robustbench`` package).
 """
 from __future__ import annotations
 
@@ -46,11 +47,13 @@ from .. import data, distributed
 from ..devices import resolve_device
 from ..features import feature_shapes, layer_names
 from ..repro import atomic_save, code_fingerprint, stable_hash, state_hash
-from . import adain, adversarial_data, adversarial_training, architectures, atda, decoder_evaluation, decoder_training, trades
+from . import (adain, adversarial_data, adversarial_training, architectures, atda, decoder_evaluation, decoder_training,
+               robustbench_zoo, trades)
+from .robustbench_zoo import RobustBenchSpec
 from .train import (SMOKE_IMAGES, LossFn, TrainConfig, accuracy, budgeted, cross_entropy_loss, train_budget,
                     train_classifier)
 
-__all__ = ["Recipe", "TorchvisionSpec", "ZOO", "WeightsUnavailableError", "available", "get",
+__all__ = ["Recipe", "TorchvisionSpec", "RobustBenchSpec", "ZOO", "WeightsUnavailableError", "available", "get",
            "model_card", "recipe_key", "reevaluate", "weights_mode", "WEIGHTS_ENV", "recipe_code", "code_drift", "restamp", "checkpoint_path", "shipped_path",
            "shipped_is_current", "train", "SHIPPED_DIR"]
 
@@ -127,7 +130,7 @@ def evaluate_decoder(ae: adain.StyleAutoencoder, recipe, base: torch.nn.Module) 
 DECODER_STEPS = 4000
 _CIFAR = dict(crop_pad=4, flip=True, label_smoothing=0.1, bf16=True, channels_last=True, batch_size=256)
 
-ZOO: dict[str, Recipe | TorchvisionSpec] = {
+ZOO: dict[str, Recipe | TorchvisionSpec | RobustBenchSpec] = {
     "lenet-mnist": Recipe(architectures.lenet, "mnist",
                           TrainConfig(epochs=12, lr=0.05, batch_size=64),
                           "Caffe LeNet on MNIST"),
@@ -148,12 +151,14 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
                                         f"Basic LeNet fine-tuned on clean ∪ {label} digits (Rozsa et al. 2017, Table 1)",
                                         base="lenet-mnist", train_data=fn)
        for name, label, epochs, fn in [
-           ("fgs", "FGS", 11, adversarial_data.fgs_union), ("fgv", "FGV", 11, adversarial_data.fgv_union),
-           ("hc", "hot/cold", 5, adversarial_data.hc_union), ("lots", "LOTS (4 layers)", 3, adversarial_data.lots_union),
-           ("lots-conv1", "LOTS conv1", 5, adversarial_data.lots_conv1_union),
-           ("lots-conv2", "LOTS conv2", 5, adversarial_data.lots_conv2_union),
-           ("lots-ip1", "LOTS ip1", 5, adversarial_data.lots_ip1_union),
-           ("lots-ip2", "LOTS ip2", 5, adversarial_data.lots_ip2_union),
+           # epochs: ≈ a fifth of the paper's iterations on each row's union (FGS/FGV 20K, HC 50K, LOTS 100K;
+           # one LOTS layer 50K, the chapter's choice), the sets a tenth of the paper's (adversarial_data)
+           ("fgs", "FGS", 4, adversarial_data.fgs_union), ("fgv", "FGV", 4, adversarial_data.fgv_union),
+           ("hc", "hot/cold", 6, adversarial_data.hc_union), ("lots", "LOTS (4 layers)", 5, adversarial_data.lots_union),
+           ("lots-conv1", "LOTS conv1", 6, adversarial_data.lots_conv1_union),
+           ("lots-conv2", "LOTS conv2", 6, adversarial_data.lots_conv2_union),
+           ("lots-ip1", "LOTS ip1", 6, adversarial_data.lots_ip1_union),
+           ("lots-ip2", "LOTS ip2", 6, adversarial_data.lots_ip2_union),
            ("clean", "nothing adversarial (control: more training on the clean digits)", 5,
             adversarial_data.clean_training_set)]},
     "lenet-mnist-deformed": Recipe(architectures.lenet, "mnist", TrainConfig(epochs=5, lr=0.05, batch_size=64),
@@ -238,6 +243,18 @@ ZOO: dict[str, Recipe | TorchvisionSpec] = {
     "vgg19": TorchvisionSpec("vgg19", "VGG19_Weights", "torchvision VGG-19, ImageNet"),
     "googlenet": TorchvisionSpec("googlenet", "GoogLeNet_Weights", "torchvision GoogLeNet, ImageNet"),
     "resnet50": TorchvisionSpec("resnet50", "ResNet50_Weights", "torchvision ResNet-50, ImageNet"),
+    # the paper's defences, pretrained (chapter 3's paper presets); numbers from RobustBench's leaderboard
+    "robustbench-madry-cifar10": RobustBenchSpec(
+        "Engstrom2019Robustness", "cifar10", "Linf", "ResNet-50", 8 / 255, 0.8703, 0.4925,
+        "Madry et al.'s PGD adversarial training (ε = 8/255), ResNet-50 of the robustness library (Engstrom et "
+        "al. 2019), RobustBench: clean 87.03 %, AutoAttack 49.25 %"),
+    "robustbench-trades-cifar10": RobustBenchSpec(
+        "Zhang2019Theoretically", "cifar10", "Linf", "WideResNet-34-10", 0.031, 0.8492, 0.5308,
+        "TRADES (Zhang et al. 2019; ε = 0.031), WideResNet-34-10, RobustBench: clean 84.92 %, AutoAttack 53.08 %"),
+    "robustbench-madry-imagenet": RobustBenchSpec(
+        "Engstrom2019Robustness", "imagenet", "Linf", "ResNet-50", 4 / 255, 0.6256, 0.2922,
+        "Madry-style PGD adversarial training on ImageNet (ε = 4/255), ResNet-50 of the robustness library, "
+        "RobustBench: clean 62.56 %, AutoAttack 29.22 %"),
 }
 
 _DATA_NORMALISATION = {
@@ -253,7 +270,7 @@ def available() -> list[str]:
     return list(ZOO)
 
 
-def _spec(model_id: str) -> Recipe | TorchvisionSpec:
+def _spec(model_id: str) -> Recipe | TorchvisionSpec | RobustBenchSpec:
     if model_id not in ZOO:
         raise ValueError(f"unknown model id {model_id!r}; valid ids: {', '.join(ZOO)}")
     return ZOO[model_id]
@@ -262,7 +279,7 @@ def _spec(model_id: str) -> Recipe | TorchvisionSpec:
 def _recipe(model_id: str) -> Recipe:
     spec = _spec(model_id)
     if not isinstance(spec, Recipe):
-        raise ValueError(f"{model_id!r} is a torchvision model; its weights live in torch's hub cache")
+        raise ValueError(f"{model_id!r} is not one of our own models (torchvision or RobustBench weights)")
     return spec
 
 
@@ -282,6 +299,8 @@ def _base_key(base: str) -> str:
     if isinstance(spec, TorchvisionSpec):  # a pretrained encoder (e.g. VGG-19 for chapter 3's decoder)
         weights = spec.weights if weights_mode() == "pretrained" else "random"  # never share a random run's cache
         return stable_hash({"torchvision": spec.builder, "weights": weights})
+    if isinstance(spec, RobustBenchSpec):  # a model fine-tuned from a RobustBench defence
+        return stable_hash({"robustbench": spec.name, "dataset": spec.dataset, "weights": weights_mode()})
     return recipe_key(base)
 
 
@@ -613,6 +632,20 @@ def _load_torchvision(model_id: str, spec: TorchvisionSpec, device: torch.device
     return model.to(device).eval(), card
 
 
+def _load_robustbench(model_id: str, spec: RobustBenchSpec, device: torch.device) -> tuple[nn.Module, dict]:
+    standin = None
+    if weights_mode() == "random":  # the smoke run's stand-in: ImageNet's architecture itself, a small CIFAR-10 net
+        if spec.dataset == "imagenet":
+            standin = _load_torchvision("resnet50", ZOO["resnet50"], device)[0]
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                standin = architectures.resnet20(*_DATA_NORMALISATION[spec.dataset])
+    model, card = robustbench_zoo.load(model_id, spec, standin=standin, cache_dir=str(data.cache_dir() / "robustbench"),
+                                       unavailable=WeightsUnavailableError)
+    return model.to(device).eval(), dict(card, checkpoint_hash=state_hash(model))
+
+
 def get(model_id: str, *, device: str | torch.device = "auto") -> nn.Module:
     """The zoo model ``model_id`` in eval mode on ``device``, taking [0, 1] input.
 
@@ -624,6 +657,8 @@ def get(model_id: str, *, device: str | torch.device = "auto") -> nn.Module:
     dev = resolve_device(device)
     if isinstance(spec, Recipe):
         model, card = _load_own(model_id, dev)
+    elif isinstance(spec, RobustBenchSpec):
+        model, card = _load_robustbench(model_id, spec, dev)
     else:
         model, card = _load_torchvision(model_id, spec, dev)
     model.model_id, model.card = model_id, card
