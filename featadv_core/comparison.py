@@ -280,7 +280,7 @@ def compare(model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor, *, met
             settings: Mapping[str, Mapping], layer: str, ratio_layers: Sequence[str], n_pairs: int,
             decoder: nn.Module | None = None, transfer: Mapping[str, nn.Module] = {},
             defended: Mapping[str, nn.Module] = {}, odds=None, bases: Mapping[str, torch.Tensor] | None = None,
-            n_cost: int = 8, seed: int = 0, progress: bool = True) -> Comparison:
+            n_cost: int = 8, pairs: PairSet | None = None, seed: int = 0, progress: bool = True) -> Comparison:
     """Run ``methods`` on one set of pairs drawn from ``(x_pool, y_pool)`` and measure every adversary.
 
     Measures of an adversary (pixel distances, PASS/SSIM, guide distance ratios at ``ratio_layers``, the FSA
@@ -289,14 +289,15 @@ def compare(model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor, *, met
     the ``defended`` models' accuracy and the ``transfer`` networks' label change and guide-class hit) are
     taken on the *successful* adversaries only (NaN elsewhere); the ``"clean"`` rows take the same measures on
     the sources where they have a clean value. Cost: an uncached rerun of each method on the first ``n_cost``
-    pairs (:func:`method_cost`).
+    pairs (:func:`method_cost`). ``pairs`` replaces the draw (e.g. the pairs of another comparison that a
+    hardened model classifies correctly, for a white-box run on the same images); ``n_pairs`` is then ignored.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
     if ratio_layers and layer not in ratio_layers:
         raise ValueError(f"the attacked layer {layer!r} must be one of ratio_layers {list(ratio_layers)}")
-    p = draw_pairs(model, x_pool, y_pool, n_pairs, seed=seed)
+    p = draw_pairs(model, x_pool, y_pool, n_pairs, seed=seed) if pairs is None else pairs
     f_pool = runs.cached_features(model, x_pool, layer, progress=progress)[layer]
     options = dict(layer=layer, decoder=decoder, x_pool=x_pool, y_pool=y_pool, seed=seed)
     adversaries, frames, cost = {}, [], {}

@@ -44,9 +44,10 @@ def _median(comp: Comparison, method: str, column: str) -> float:
 
 
 def comparison_claims(comp: Comparison, *, layer: str, pgd_eps: float, defended: Mapping[str, str] = {},
-                      seed: int = 0) -> list[Claim]:
+                      whitebox: Comparison | None = None, whitebox_name: str = "", seed: int = 0) -> list[Claim]:
     """The chapter's claims on ``comp``: ``layer`` is the layer the feature methods target, ``pgd_eps`` PGD's
-    ℓ∞ budget in /255, ``defended`` the defended models' columns (``"acc <id>"``) → their names on the page."""
+    ℓ∞ budget in /255, ``defended`` the defended models' columns (``"acc <id>"``) → their names on the page;
+    ``whitebox`` the same methods run on a hardened model (``whitebox_name``) on the pairs it classifies correctly."""
     label = {m: METHODS[m].label for m in METHODS}
     label[CLEAN] = "the clean sources"
     claims: list[Claim] = []
@@ -137,6 +138,18 @@ def comparison_claims(comp: Comparison, *, layer: str, pgd_eps: float, defended:
             ivs, at_most=BELOW_ZERO, fmt="{:+.0%}", prefix="defended accuracy on FSA − on PGD: ",
             criterion="every defended model is less accurate on FSA's images than on PGD's (interval wholly below 0)",
             why_not="; ".join(f"{k}: {iv.value:+.0%}" for k, iv in ivs.items())))
+
+    if whitebox is not None and _has(whitebox, "fsa_fa", "pgd"):
+        fa, pgd = _values(whitebox, "fsa_fa", "success"), _values(whitebox, "pgd", "success")
+        iv = difference_interval(fa, pgd, "mean", paired=True, seed=seed)   # the same pairs: exact on the discordant ones
+        claims.append(Claim.judged(
+            f"Against a hardened model ({whitebox_name}, white-box), the style attack succeeds where PGD does not",
+            "FSA paper (Table 2): the feature-space attack beats adversarially trained models; PGD at their ε does not",
+            iv, at_least=ABOVE_ZERO, fmt="{:+.0%}",
+            prefix=f"success FSA {fa.mean():.0%} − PGD {pgd.mean():.0%}: ",
+            criterion="FSA's success rate above PGD's on the same pairs (paired exact interval of the difference wholly "
+                      "above 0)",
+            why_not=f"FSA reaches the guide's class on {fa.mean():.0%} of the pairs and PGD on {pgd.mean():.0%}"))
 
     if _has(comp, CLEAN, column="o2"):
         iv = rate_interval(_values(comp, CLEAN, "o2").astype(bool))
