@@ -26,6 +26,8 @@ RANKS = {
     "featadv_core.models.zoo": 4, "featadv_core.models.retrain": 4,
     "featadv_core.runs": 5, "featadv_core.plotting": 5, "featadv_core.reference": 5,
     "featadv_core.claims": 5, "featadv_core.run_notebook": 5,  # the book's side: nothing in the core imports them
+    "featadv_core.cost": 0,  # counts passes through any model: torch only
+    "featadv_core.comparison": 6, "featadv_core.comparison_claims": 6,  # chapter 5: every attack and measure, over runs
 }
 
 
