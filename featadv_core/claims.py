@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["Claim", "KINDS", "verdict", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
+__all__ = ["Claim", "KINDS", "CAUSES", "cause_of", "diagnosis", "verdict", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
            "notebook_has_claims", "toc_notebooks", "find_book_root", "collect", "CLAIMS_ENV"]
 
 CLAIMS_ENV = "FEATADV_CLAIMS_DIR"
@@ -25,6 +25,13 @@ _CALL = "claims_table("
 
 
 KINDS = ("replication", "sanity")
+# Why a claim does not replicate (✗) or is undecided, one of four diagnoses (shown before ``why_not``):
+CAUSES = {
+    "bug": "our bug",                                   # found and fixed; the claim keeps its test
+    "scale": "stand-in or scale",                       # a CPU stand-in network, fewer iterations or samples
+    "criterion": "ambiguous claim or our criterion",    # the paper's words admit more than one test
+    "negative": "does not replicate",                   # an honest negative result, with what was checked
+}
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,8 @@ class Claim:
 
     ``replicated`` must be computed from ``ours`` in the notebook (e.g. ``ours >= 0.9``), never
     typed; ``criterion`` says in words what was tested; ``why_not`` the likely reason when it
-    does not replicate (shown beside a ✗ on the page and on the dashboard). ``kind`` is
+    does not replicate (shown beside a ✗ on the page and on the dashboard), and ``cause`` its diagnosis,
+    a key of :data:`CAUSES` (``""``: not diagnosed yet). ``kind`` is
     ``"replication"`` (a test of the paper's claim: it could fail if the attack did not do what
     the paper says) or ``"sanity"`` (a check that holds by construction or is already a unit
     test, e.g. "the perturbation respects its bound"): sanity checks are shown but never counted
@@ -52,15 +60,23 @@ class Claim:
     high: float | None = None
     undecided: bool = False          # the interval straddles the criterion: neither ✓ nor ✗
     n_to_decide: int | None = None   # about how many units would decide an undecided claim
+    cause: str = ""                  # the diagnosis of a ✗ or undecided claim: a key of CAUSES
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.cause and self.cause not in CAUSES:
+            raise ValueError(f"cause must be one of {tuple(CAUSES)} (or empty), got {self.cause!r}")
+
+    @property
+    def diagnosis(self) -> str:
+        """What the page shows beside a ✗ or an undecided verdict (:func:`diagnosis`)."""
+        return diagnosis(self.replicated, self.undecided, self.cause, self.why_not)
 
     @classmethod
     def judged(cls, claim: str, paper: str, interval, *, criterion: str, at_least: float | None = None,
                at_most: float | None = None, fmt: str = "{:.2f}", prefix: str = "", why_not: str = "",
-               kind: str = "replication") -> "Claim":
+               kind: str = "replication", cause: str = "") -> "Claim":
         """A claim judged on a whole interval (:mod:`featadv_core.analysis.uncertainty`): ✓ when all of
         ``interval`` meets ``at_least``/``at_most``, ✗ when none of it does, undecided when it straddles
         (then ``n_to_decide`` says about how many units would decide it). ``ours`` is ``prefix`` and the
@@ -69,14 +85,14 @@ class Claim:
 
         state = judge(interval, at_least=at_least, at_most=at_most)
         return cls(claim, paper, prefix + interval.format(fmt), state == "replicated", criterion, why_not=why_not,
-                   kind=kind, n=interval.n, low=interval.low, high=interval.high, undecided=state == "undecided",
+                   kind=kind, cause=cause, n=interval.n, low=interval.low, high=interval.high, undecided=state == "undecided",
                    n_to_decide=n_to_decide(interval, at_least=at_least, at_most=at_most)
                    if state == "undecided" else None)
 
     @classmethod
     def judged_all(cls, claim: str, paper: str, intervals: dict, *, criterion: str, at_least: float | None = None,
                    at_most: float | None = None, fmt: str = "{:.2f}", prefix: str = "", why_not: str = "",
-                   kind: str = "replication") -> "Claim":
+                   kind: str = "replication", cause: str = "") -> "Claim":
         """A claim that *every* one of several quantities meets the criterion (a curve above 0.8 at every δ,
         each layer's median ≤ 0.5), judged on their intervals by :func:`~featadv_core.analysis.uncertainty.judge_all`.
 
@@ -97,14 +113,14 @@ class Claim:
         need = [n_to_decide(i, at_least=at_least, at_most=at_most) for i in intervals.values()
                 if judge(i, at_least=at_least, at_most=at_most) == "undecided"]
         need = [k for k in need if k is not None]
-        return cls(claim, paper, ours, state == "replicated", criterion, why_not=why_not, kind=kind,
+        return cls(claim, paper, ours, state == "replicated", criterion, why_not=why_not, kind=kind, cause=cause,
                    n=min(i.n for i in intervals.values()), low=intervals[weakest].low, high=intervals[weakest].high,
                    undecided=state == "undecided",
                    n_to_decide=(max(need) if need else None) if state == "undecided" else None)
 
     @classmethod
     def conjoined(cls, claim: str, paper: str, criterion: str, parts, *, why_not: str = "", why_undecided: str = "",
-                  kind: str = "replication") -> "Claim":
+                  kind: str = "replication", cause: str = "") -> "Claim":
         """One claim that needs every one of its ``parts`` — ``(label, Claim)`` pairs, each judged
         (:meth:`judged`, :meth:`judged_all`) or plain (a condition without sampling error, e.g. the figure's own
         image, or one with no interval, e.g. a Spearman ρ) — by :func:`~featadv_core.analysis.uncertainty.judge_all`'s
@@ -123,9 +139,25 @@ class Claim:
         lead = (failed or straddling or [p for p in claims if p.n is not None] or claims)[0]
         need = [p.n_to_decide for p in straddling if p.n_to_decide]
         return cls(claim, paper, ours, not failed and not straddling, criterion,
-                   why_not=why_not if failed else why_undecided if straddling else "", kind=kind, n=lead.n,
+                   why_not=why_not if failed else why_undecided if straddling else "", kind=kind, cause=cause, n=lead.n,
                    low=lead.low, high=lead.high, undecided=bool(straddling) and not failed,
                    n_to_decide=max(need) if need and not failed else None)
+
+
+def cause_of(replicated: bool, undecided: bool, cause: str) -> str:
+    """The diagnosis key of a claim: its own ``cause``; for an undecided claim without one, ``"scale"`` (its interval
+    straddles the criterion at this sample size, and the verdict says how many units would decide it); ``""`` on a ✓
+    or an undiagnosed ✗."""
+    if replicated and not undecided:
+        return ""
+    return cause or ("scale" if undecided else "")
+
+
+def diagnosis(replicated: bool, undecided: bool, cause: str, why_not: str) -> str:
+    """The "why not" cell: the cause's words (:data:`CAUSES`, by :func:`cause_of`), then ``why_not``; empty on a ✓."""
+    if replicated and not undecided:
+        return ""
+    return ": ".join(part for part in (CAUSES.get(cause_of(replicated, undecided, cause), ""), why_not) if part)
 
 
 def verdict(replicated: bool, kind: str = "replication", undecided: bool = False, n_to_decide: int | None = None,
@@ -153,7 +185,7 @@ def claims_table(claims: list[Claim], *, notebook: str | None = None, artifact: 
     frame = pd.DataFrame([
         {"claim": c.claim, "paper": c.paper, "ours": c.ours, "criterion": c.criterion,
          "replicated": verdict(c.replicated, c.kind, c.undecided, c.n_to_decide, c.n),
-         "why not": "" if c.replicated and not c.undecided else c.why_not}
+         "why not": c.diagnosis}
         for c in claims
     ])
     return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})

@@ -79,10 +79,19 @@ class PairSet:
         return PairSet(*(t[rows] for t in (self.src, self.guide, self.x_src, self.y_src, self.x_guide, self.y_guide)))
 
 
-def draw_pairs(model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor, n: int, *, seed: int = 0) -> PairSet:
+def draw_pairs(model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor, n: int, *, seed: int = 0,
+               correct_only: bool = True) -> PairSet:
     """About ``n`` pairs by chapter 1's protocol (:func:`featadv_core.pairs.sample_pairs` with the model's
-    predictions and a correctly classified guide), keeping those whose source is classified correctly too."""
+    predictions and a correctly classified guide), keeping those whose source is classified correctly too.
+
+    ``correct_only=False`` takes the model's predictions as the labels (so every pair is "correctly
+    classified" and its two predictions differ): for a network that classifies nothing correctly, such as a
+    random-weight stand-in in a preset's smoke run.
+    """
     preds = runs.predict(model, x_pool)
+    if not correct_only:
+        src, guide = pairs.sample_pairs(preds, n, seed=seed)
+        return PairSet(src, guide, x_pool[src], preds[src], x_pool[guide], preds[guide])
     src, guide = pairs.sample_pairs(y_pool, n, seed=seed, preds=preds, guide_correct=True)
     keep = preds[src] == y_pool[src]
     if not keep.any():
@@ -188,12 +197,20 @@ def naturalness(f_adv: torch.Tensor, label: torch.Tensor, f_pool: torch.Tensor, 
     * ``inlier``: whether α's PPCA log-likelihood ΔL around its nearest class point n₁(α) (§4.2, Fig. 4 bis)
       reaches the ``inlier_quantile`` quantile of ΔL over n₁(α)'s own close neighbours N_c — an adversary
       no less likely than 95 % of real neighbours is an inlier.
+
+    An adversary predicted into a class with at most ``k + 1`` pool points has no rank (NaN in both): a pool
+    drawn from an ILSVRC folder need not hold every class an adversary lands in.
     """
-    ranks = adversary_nn_ranks(f_adv, label, f_pool, y_pool, exclude=exclude, k=k)
-    scores = inlier_scores(f_adv, f_pool[ranks.nn1], f_pool, n_components=n_components, generator=seed)
-    close = scores.delta_L["close"]
-    floor = torch.quantile(close, inlier_quantile, dim=1)
-    return {"rank": ranks.rank_adv.cpu(), "inlier": (scores.delta_L["alpha"] >= floor).cpu()}
+    present, counts = torch.unique(y_pool, return_counts=True)
+    rows = torch.isin(label.to(y_pool.device), present[counts > k + 1]).nonzero().flatten().cpu()
+    out = {name: torch.full((len(label),), float("nan")) for name in ("rank", "inlier")}
+    if len(rows):
+        ranks = adversary_nn_ranks(f_adv[rows], label[rows], f_pool, y_pool, exclude=exclude[rows], k=k)
+        scores = inlier_scores(f_adv[rows], f_pool[ranks.nn1], f_pool, n_components=n_components, generator=seed)
+        floor = torch.quantile(scores.delta_L["close"], inlier_quantile, dim=1)
+        out["rank"][rows] = ranks.rank_adv.cpu().float()
+        out["inlier"][rows] = (scores.delta_L["alpha"] >= floor).cpu().float()
+    return out
 
 
 def curvature_bases(curvatures: Mapping[int, "analysis.Curvatures"], d: int, *, seed: int = 0
@@ -280,7 +297,8 @@ def compare(model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor, *, met
             settings: Mapping[str, Mapping], layer: str, ratio_layers: Sequence[str], n_pairs: int,
             decoder: nn.Module | None = None, transfer: Mapping[str, nn.Module] = {},
             defended: Mapping[str, nn.Module] = {}, odds=None, bases: Mapping[str, torch.Tensor] | None = None,
-            n_cost: int = 8, pairs: PairSet | None = None, seed: int = 0, progress: bool = True) -> Comparison:
+            n_cost: int = 8, pairs: PairSet | None = None, correct_only: bool = True, seed: int = 0,
+            progress: bool = True) -> Comparison:
     """Run ``methods`` on one set of pairs drawn from ``(x_pool, y_pool)`` and measure every adversary.
 
     Measures of an adversary (pixel distances, PASS/SSIM, guide distance ratios at ``ratio_layers``, the FSA
@@ -290,14 +308,15 @@ def compare(model: nn.Module, x_pool: torch.Tensor, y_pool: torch.Tensor, *, met
     taken on the *successful* adversaries only (NaN elsewhere); the ``"clean"`` rows take the same measures on
     the sources where they have a clean value. Cost: an uncached rerun of each method on the first ``n_cost``
     pairs (:func:`method_cost`). ``pairs`` replaces the draw (e.g. the pairs of another comparison that a
-    hardened model classifies correctly, for a white-box run on the same images); ``n_pairs`` is then ignored.
+    hardened model classifies correctly, for a white-box run on the same images); ``n_pairs`` and
+    ``correct_only`` (:func:`draw_pairs`) are then ignored.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
     if ratio_layers and layer not in ratio_layers:
         raise ValueError(f"the attacked layer {layer!r} must be one of ratio_layers {list(ratio_layers)}")
-    p = draw_pairs(model, x_pool, y_pool, n_pairs, seed=seed) if pairs is None else pairs
+    p = draw_pairs(model, x_pool, y_pool, n_pairs, seed=seed, correct_only=correct_only) if pairs is None else pairs
     f_pool = runs.cached_features(model, x_pool, layer, progress=progress)[layer]
     options = dict(layer=layer, decoder=decoder, x_pool=x_pool, y_pool=y_pool, seed=seed)
     adversaries, frames, cost = {}, [], {}

@@ -168,3 +168,78 @@ def test_cached_odds_scores_once(tiny_lenet, one_thread):
     again = defenses.CachedOdds(tiny_lenet, x, y, feature_layer="ip1", head_layer="ip2", draws=2, progress=False)
     assert torch.equal(again.scores(x[:3]), first)                 # calibration and scores read back from disk
     assert torch.equal(odds.detect(x[:3], threshold=float("inf")), torch.zeros(3, dtype=torch.bool))
+
+
+def test_draw_pairs_without_correct_labels_takes_the_predictions():
+    """A random-weight stand-in classifies nothing correctly: its predictions become the labels."""
+    n = 60
+    y = torch.arange(n) % 3
+    pred = (y + 1) % 3                                  # every image misclassified
+    x = torch.zeros(n, 1, 2, 2)
+    x[:, 0, 0, 0] = pred.float() / 10
+    with pytest.raises(ValueError, match="no image qualifies"):
+        comparison.draw_pairs(_Fixed(), x, y, 10, seed=0)
+    p = comparison.draw_pairs(_Fixed(), x, y, 10, seed=0, correct_only=False)
+    assert len(p) == 10
+    assert torch.equal(p.y_src, pred[p.src]) and torch.equal(p.y_guide, pred[p.guide])
+    assert (p.y_src != p.y_guide).all()
+
+
+def test_naturalness_leaves_classes_the_pool_lacks_unranked():
+    torch.manual_seed(0)
+    f_pool, y_pool = torch.randn(80, 6), torch.arange(80) % 4            # 20 points in each of classes 0-3
+    f_adv = torch.randn(3, 6)
+    out = comparison.naturalness(f_adv, torch.tensor([1, 7, 2]), f_pool, y_pool, torch.tensor([0, 1, 2]))
+    assert np.isnan(out["rank"][1]) and np.isnan(out["inlier"][1])       # class 7 is not in the pool
+    assert not np.isnan(out["rank"][[0, 2]]).any() and set(out["inlier"][[0, 2]].tolist()) <= {0.0, 1.0}
+    alone = comparison.naturalness(f_adv[[0, 2]], torch.tensor([1, 2]), f_pool, y_pool, torch.tensor([0, 2]))
+    assert torch.equal(alone["rank"], out["rank"][[0, 2]])               # the other rows are unaffected
+
+
+def _study(success: dict[str, list[int]], linf: dict[str, list[float]]):
+    from featadv_core import comparison_study as cs
+
+    rows = [{"method": comparison.CLEAN, "pair": i, "success": np.nan, "changed": np.nan, "rank": 50.0}
+            for i in range(4)]
+    for m, ok in success.items():
+        rows += [{"method": m, "pair": i, "success": s, "changed": s, "rank": 40.0 if s else np.nan,
+                  "linf": linf[m][i] if s else np.nan} for i, s in enumerate(ok)]
+    cost = pd.DataFrame({m: {"forward": 10.0 * (k + 1), "backward": 5.0, "seconds": 0.1} for k, m in enumerate(success)}).T
+    comp = comparison.Comparison(None, {m: None for m in success}, pd.DataFrame(rows), cost)
+    return cs.Study(comp, "ip1", ["ip1"], None, 8, (torch.zeros(4, 1, 2, 2), torch.zeros(4)), None,
+                    {"feature_opt": {"delta": 10}}, None)
+
+
+def test_study_table_failures_and_recommendations():
+    from featadv_core import comparison_study as cs
+
+    study = _study({"pgd": [1, 1, 1, 0], "deepfool": [1, 1, 1, 1], "feature_opt": [0, 0, 0, 0], "fgs": [1, 1, 1, 1]},
+                   {"pgd": [8, 8, 8, 8], "deepfool": [3, 5, 4, 6], "feature_opt": [0] * 4, "fgs": [1, 1, 1, 1]})
+    assert list(cs.columns(study)) == ["success", "changed", "linf", "rank"]   # the measures taken, in reading order
+    with pytest.raises(ValueError, match="table"):
+        cs.recommendations(study)
+    shown = cs.table(study)
+    assert shown.loc["PGD (ℓ∞)", "success"].startswith("75%") and shown.loc["PGD (ℓ∞)", "ℓ∞ /255"].startswith("8")
+    assert shown.loc[cs.LABELS["feature_opt"], "ℓ∞ /255"] == "—"            # no successful adversary: no measure
+    assert cs.failures(study).startswith("feature adversary, 0% of 4 pairs — likely because δ = 10/255")
+    rec = cs.recommendations(study)
+    assert rec["reach the guide's class most often"] == "DeepFool (minimal ℓ2) (100%)"   # FGS (untargeted) left out
+    assert rec["smallest pixel change (ℓ∞ /255)"] == "DeepFool (minimal ℓ2) (4)"
+    assert rec["cheapest (passes per image)"] == "PGD (ℓ∞) (15)"                # feature_opt fails: not usable
+    assert cs.short("madry-resnet20-cifar10") == "madry" and cs.short("lenet-mnist-ft-lots") == "ft-lots"
+
+
+def test_whitebox_claims_need_fsa_and_check_the_model_resists_pgd():
+    from featadv_core.comparison_claims import whitebox_claims
+
+    def comp(fa: list[int] | None, pgd: list[int]) -> comparison.Comparison:
+        rows = [{"method": "pgd", "pair": i, "success": v} for i, v in enumerate(pgd)]
+        rows += [{"method": "fsa_fa", "pair": i, "success": v} for i, v in enumerate(fa or [])]
+        return comparison.Comparison(None, {"pgd": None} | ({"fsa_fa": None} if fa else {}), pd.DataFrame(rows),
+                                     pd.DataFrame())
+
+    beats, resists = whitebox_claims(comp([1] * 20 + [0] * 4, [0] * 20 + [1] * 4), name="madry")
+    assert "madry" in beats.claim and beats.replicated and not beats.undecided
+    assert resists.kind == "sanity" and resists.replicated                      # PGD 4 of 24
+    only_pgd = whitebox_claims(comp(None, [1] * 20 + [0] * 4), name="ft-lots")   # no FSA (no decoder): one claim
+    assert len(only_pgd) == 1 and not only_pgd[0].replicated and "not hardened" in only_pgd[0].why_not

@@ -28,6 +28,7 @@ RANKS = {
     "featadv_core.claims": 5, "featadv_core.run_notebook": 5,  # the book's side: nothing in the core imports them
     "featadv_core.cost": 0,  # counts passes through any model: torch only
     "featadv_core.comparison": 6, "featadv_core.comparison_claims": 6,  # chapter 5: every attack and measure, over runs
+    "featadv_core.comparison_study": 6,  # chapter 5: one dataset's study from zoo ids, and its tables
 }
 
 

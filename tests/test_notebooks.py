@@ -73,7 +73,8 @@ def _ext_module(name: str):
 
 def test_paper_smoke_overrides_name_real_parameters():
     """What the preset smoke run switches off for random weights is a parameter of an existing notebook,
-    of the default's type, and differs from the preset (an override that changes nothing is stale)."""
+    of the default's type (or None, which switches a step off), and differs from the preset (an override that
+    changes nothing is stale)."""
     import yaml
 
     overrides = _ext_module("paper_smoke").RANDOM_WEIGHT_OVERRIDES
@@ -83,7 +84,7 @@ def test_paper_smoke_overrides_name_real_parameters():
         params = _parameters(by_name[notebook])
         preset = yaml.safe_load(by_name[notebook].with_suffix(".paper.yaml").read_text()) or {}
         for name, (value, why) in values.items():
-            assert name in params and type(value) is type(params[name]) and why
+            assert name in params and (value is None or type(value) is type(params[name])) and why
             assert preset.get(name, params[name]) != value
 
 

@@ -103,7 +103,7 @@ def test_claims_judged_on_an_interval_have_three_states():
     assert yes.ours.startswith("90% [") and yes.ours.endswith("n = 100") and yes.low < 0.9 < yes.high
     table = claims_table([yes, no, maybe]).data
     assert table["replicated"].tolist() == ["✓ yes", "✗ no", "undecided at n = 16 (≈ 64 would decide)"]
-    assert table["why not"].tolist() == ["", "stand-in", "16 pairs"]
+    assert table["why not"].tolist() == ["", "stand-in", "stand-in or scale: 16 pairs"]   # undecided: sample size
 
 
 def test_claims_judged_on_every_interval_name_the_weakest():
@@ -236,7 +236,7 @@ def test_claims_are_recorded_and_judged_current_by_code(tmp_path, monkeypatch):
                                            "claim": "c", "paper": "1", "ours": "2", "replicated": True,
                                            "criterion": "crit", "why_not": "reason", "kind": "replication",
                                            "n": None, "low": None, "high": None, "undecided": False,
-                                           "n_to_decide": None}
+                                           "n_to_decide": None, "cause": ""}
     executed["hash"] = claims._hash_cells(["x = 2"] + cells[1:3])   # e.g. papermill injected x = 2
     claims.claims_table([claim], notebook="01_x/nb")
     table, status = claims.collect(root)
@@ -310,3 +310,21 @@ def test_cache_entries_record_device_dtype_and_torch(tiny_lenet):
     meta = repro.entry_meta(path)
     assert meta["device"] == "cpu" and meta["dtype"] == "torch.float32" and meta["torch"] == torch.__version__
     assert torch.equal(repro.cached("meta", {"a": 1}, lambda: torch.zeros(2), model=tiny_lenet), torch.ones(2))
+
+
+def test_claims_carry_a_diagnosis_beside_a_failure():
+    from featadv_core.analysis.uncertainty import Interval
+    from featadv_core.claims import CAUSES, Claim, claims_table
+
+    no = Claim("a", "1", "2", False, "≥ 1", why_not="16 pairs per point", cause="scale")
+    maybe = Claim.judged("b", "> 0.5", Interval(0.6, 0.4, 0.8, 16, "t"), at_least=0.5, criterion="> 0.5",
+                         why_not="the paper does not say over what", cause="criterion")
+    yes = Claim("c", "1", "1", True, "= 1", why_not="(never shown)", cause="negative")
+    assert no.diagnosis == f"{CAUSES['scale']}: 16 pairs per point"
+    assert claims_table([no, maybe, yes]).data["why not"].tolist() == [
+        "stand-in or scale: 16 pairs per point", "ambiguous claim or our criterion: the paper does not say over what", ""]
+    assert Claim("d", "1", "0", False, cause="bug").diagnosis == "our bug"      # a cause alone is shown too
+    assert Claim("f", "1", "?", False, undecided=True, why_not="n = 16").diagnosis == "stand-in or scale: n = 16"
+    assert Claim("g", "1", "0", False, why_not="x").diagnosis == "x"             # a ✗ not diagnosed yet
+    with pytest.raises(ValueError, match="cause must be one of"):
+        Claim("e", "1", "1", False, cause="noise")

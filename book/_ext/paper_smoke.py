@@ -35,6 +35,9 @@ IMAGENET_WNIDS = ("n02690373", "n02814533", "n01530575", "n02123045", "n02423022
 # Protocol steps a network with random weights cannot meet: {notebook: {parameter: (value, why)}}.
 RANDOM_WEIGHT_OVERRIDES = {
     "table1_neighbours.ipynb": {"guide_correct": (False, "a random network classifies no guide correctly")},
+    "natural_images.ipynb": {"correct_only": (False, "a random network classifies no source or guide correctly"),
+                             "curvature": (None, "Algorithm 1's DeepFool finds no class boundary of a random network")},
+    "hardened.ipynb": {"correct_only": (False, "a random network classifies no source or guide correctly")},
 }
 
 
