@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["Claim", "KINDS", "CAUSES", "cause_of", "diagnosis", "verdict", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
+__all__ = ["Claim", "KINDS", "CAUSES", "DECIDABLE_FACTOR", "cause_of", "diagnosis", "verdict", "claims_table", "claims_dir", "record", "executed_code_hash", "notebook_code_hash",
            "notebook_has_claims", "toc_notebooks", "find_book_root", "collect", "CLAIMS_ENV"]
 
 CLAIMS_ENV = "FEATADV_CLAIMS_DIR"
@@ -153,18 +153,34 @@ def cause_of(replicated: bool, undecided: bool, cause: str) -> str:
     return cause or ("scale" if undecided else "")
 
 
-def diagnosis(replicated: bool, undecided: bool, cause: str, why_not: str) -> str:
-    """The "why not" cell: the cause's words (:data:`CAUSES`, by :func:`cause_of`), then ``why_not``; empty on a ✓."""
+def diagnosis(replicated: bool, undecided: bool, cause: str, why_not: str, notebook: str | None = None) -> str:
+    """The "why not" cell: the cause's words (:data:`CAUSES`, by :func:`cause_of`), then ``why_not``; empty on a ✓.
+
+    A stand-in-or-scale diagnosis of ``notebook`` (its path under ``book/``, no suffix) names the run that tests it
+    at the paper's scale: every notebook has a ``<notebook>.paper.yaml`` preset (``tests/test_notebooks.py``)."""
     if replicated and not undecided:
         return ""
-    return ": ".join(part for part in (CAUSES.get(cause_of(replicated, undecided, cause), ""), why_not) if part)
+    key = cause_of(replicated, undecided, cause)
+    text = ": ".join(part for part in (CAUSES.get(key, ""), why_not) if part)
+    if key == "scale" and notebook:
+        text += f" (at the paper's scale: make paper NB=book/{notebook}.ipynb)"
+    return text
+
+
+DECIDABLE_FACTOR = 100   # an undecided claim needing more than this many times its sample sits on its line
 
 
 def verdict(replicated: bool, kind: str = "replication", undecided: bool = False, n_to_decide: int | None = None,
             n: int | None = None) -> str:
-    """The verdict cell: ``✓ yes`` / ``✗ no`` / ``undecided at n = …``, or ``sanity ✓`` / ``sanity ✗``."""
+    """The verdict cell: ``✓ yes`` / ``✗ no`` / ``undecided at n = …``, or ``sanity ✓`` / ``sanity ✗``.
+
+    An undecided claim says about how many units would decide it, unless that is more than
+    :data:`DECIDABLE_FACTOR` times its sample: then its estimate sits on the criterion's line, and a
+    count of hundreds of thousands of pairs would read as a plan rather than as "no feasible sample"."""
     if undecided:
-        return f"undecided at n = {n}" + (f" (≈ {n_to_decide} would decide)" if n_to_decide else "")
+        if n_to_decide and n and n_to_decide > DECIDABLE_FACTOR * n:
+            return f"undecided at n = {n} (on the line: over {DECIDABLE_FACTOR}× this sample would decide)"
+        return f"undecided at n = {n}" + (f" (≈ {n_to_decide:,} would decide)" if n_to_decide else "")
     mark = "✓" if replicated else "✗"
     return f"sanity {mark}" if kind == "sanity" else f"{mark} {'yes' if replicated else 'no'}"
 
@@ -185,7 +201,7 @@ def claims_table(claims: list[Claim], *, notebook: str | None = None, artifact: 
     frame = pd.DataFrame([
         {"claim": c.claim, "paper": c.paper, "ours": c.ours, "criterion": c.criterion,
          "replicated": verdict(c.replicated, c.kind, c.undecided, c.n_to_decide, c.n),
-         "why not": c.diagnosis}
+         "why not": diagnosis(c.replicated, c.undecided, c.cause, c.why_not, notebook)}
         for c in claims
     ])
     return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})

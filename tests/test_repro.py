@@ -106,6 +106,28 @@ def test_claims_judged_on_an_interval_have_three_states():
     assert table["why not"].tolist() == ["", "stand-in", "stand-in or scale: 16 pairs"]   # undecided: sample size
 
 
+def test_an_undecided_claim_on_its_line_does_not_promise_a_sample():
+    """A claim whose estimate sits next to the criterion needs absurd samples (n·(h/g)²): the verdict says so."""
+    from featadv_core.analysis.uncertainty import Interval
+    from featadv_core.claims import DECIDABLE_FACTOR, Claim, verdict
+
+    near = Claim.judged("most", "> 50 %", Interval(0.5001, 0.4, 0.6, 16, "t"), at_least=0.5, criterion="> 50 %")
+    assert near.undecided and near.n_to_decide > DECIDABLE_FACTOR * 16
+    assert verdict(False, undecided=True, n_to_decide=near.n_to_decide, n=16) == \
+        f"undecided at n = 16 (on the line: over {DECIDABLE_FACTOR}× this sample would decide)"
+    assert verdict(False, undecided=True, n_to_decide=1600, n=16) == "undecided at n = 16 (≈ 1,600 would decide)"
+
+
+def test_a_stand_in_diagnosis_names_the_paper_scale_run():
+    from featadv_core.claims import diagnosis
+
+    assert diagnosis(False, False, "scale", "16 pairs", "01_sabour2016/fig5_ratio_vs_delta") == (
+        "stand-in or scale: 16 pairs (at the paper's scale: make paper NB=book/01_sabour2016/fig5_ratio_vs_delta.ipynb)")
+    assert diagnosis(False, True, "", "16 pairs", "ch/nb").endswith("make paper NB=book/ch/nb.ipynb)")  # undecided
+    assert diagnosis(False, False, "criterion", "the paper says", "ch/nb") == "ambiguous claim or our criterion: the paper says"
+    assert diagnosis(True, False, "scale", "", "ch/nb") == ""
+
+
 def test_claims_judged_on_every_interval_name_the_weakest():
     from featadv_core.analysis.uncertainty import Interval
     from featadv_core.claims import Claim
