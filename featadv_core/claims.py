@@ -144,6 +144,39 @@ class Claim:
                    n_to_decide=max(need) if need and not failed else None)
 
 
+    @classmethod
+    def counted(cls, claim: str, paper: str, criterion: str, parts, *, at_least: int, why_not: str = "",
+                why_undecided: str = "", kind: str = "replication", cause: str = "") -> "Claim":
+        """A claim that at least ``at_least`` of its ``parts`` hold ("below 12 % in most columns"): ``parts`` are
+        ``(label, Claim)`` pairs, each judged (:meth:`judged`, :meth:`conjoined`, …) or plain. ✓ when ``at_least``
+        parts pass as a whole, ✗ when even counting every straddling part as passing leaves fewer, else undecided.
+
+        ``ours`` says how many pass (and straddle), then lists the parts; ``n`` and the interval are the deciding
+        part's, as in :meth:`conjoined` (the first failing part of a ✗, the first straddling one of an undecided
+        claim, else the first part with a sample); ``n_to_decide`` the units at which enough straddling parts would be
+        decided (the ``at_least − passing``-th smallest of their needs).
+        """
+        parts = list(parts)
+        if not 1 <= at_least <= len(parts):
+            raise ValueError(f"at_least must be between 1 and the {len(parts)} parts, got {at_least}")
+        claims = [p for _, p in parts]
+        passing = [p for p in claims if p.replicated and not p.undecided]
+        straddling = [p for p in claims if p.undecided]
+        failed = [p for p in claims if not p.replicated and not p.undecided]
+        state = ("replicated" if len(passing) >= at_least else
+                 "not replicated" if len(passing) + len(straddling) < at_least else "undecided")
+        lead = ((failed if state == "not replicated" else straddling if state == "undecided" else [])
+                or [p for p in claims if p.n is not None] or claims)[0]
+        need = sorted(p.n_to_decide for p in straddling if p.n_to_decide)
+        missing = at_least - len(passing)
+        ours = (f"{len(passing)} of {len(parts)} pass" + (f", {len(straddling)} undecided" if straddling else "")
+                + ": " + "; ".join(f"{label}: {p.ours}" if label else p.ours for label, p in parts))
+        return cls(claim, paper, ours, state == "replicated", criterion,
+                   why_not=why_not if state == "not replicated" else why_undecided if state == "undecided" else "",
+                   kind=kind, cause=cause, n=lead.n, low=lead.low, high=lead.high, undecided=state == "undecided",
+                   n_to_decide=need[missing - 1] if state == "undecided" and len(need) >= missing else None)
+
+
 def cause_of(replicated: bool, undecided: bool, cause: str) -> str:
     """The diagnosis key of a claim: its own ``cause``; for an undecided claim without one, ``"scale"`` (its interval
     straddles the criterion at this sample size, and the verdict says how many units would decide it); ``""`` on a ✓

@@ -160,6 +160,28 @@ def test_conjoined_claims_need_every_part():
         Claim.conjoined("c", "p", "all", [])
 
 
+def test_counted_claims_need_enough_parts():
+    """"At least 2 of 3": ✓ with two passing; undecided when a straddling part could make the second (its need is the
+    claim's); ✗ when even every straddling part passing would leave too few."""
+    from featadv_core.analysis.uncertainty import Interval
+    from featadv_core.claims import Claim
+
+    yes = Claim.judged("rate", "p", Interval(0.9, 0.85, 0.95, 40, "t"), at_least=0.8, criterion="c")
+    maybe = Claim.judged("rate", "p", Interval(0.82, 0.7, 0.9, 12, "t"), at_least=0.75, criterion="c")
+    no = Claim("column", "p", "0.5", False, n=30)
+    two = Claim.counted("c", "p", "≥ 2 of 3", [("a", yes), ("b", yes), ("c", no)], at_least=2, why_not="w")
+    assert two.replicated and not two.undecided and two.why_not == "" and two.n == 40
+    assert two.ours == f"2 of 3 pass: a: {yes.ours}; b: {yes.ours}; c: 0.5"
+    pending = Claim.counted("c", "p", "≥ 2 of 3", [("a", yes), ("b", maybe), ("c", no)], at_least=2, why_not="w",
+                            why_undecided="u")
+    assert pending.undecided and pending.why_not == "u" and pending.n == 12 and pending.n_to_decide == maybe.n_to_decide
+    assert pending.ours.startswith("1 of 3 pass, 1 undecided: ")
+    short = Claim.counted("c", "p", "≥ 3 of 3", [("a", yes), ("b", maybe), ("c", no)], at_least=3, why_not="w")
+    assert not short.replicated and not short.undecided and short.why_not == "w" and short.n == 30
+    with pytest.raises(ValueError, match="at_least"):
+        Claim.counted("c", "p", "≥ 4 of 3", [("a", yes), ("b", maybe), ("c", no)], at_least=4)
+
+
 def _fake_package(root):
     """A package named like the core, with a small import graph: a → b (relative), c alone."""
     pkg = root / repro._PACKAGE

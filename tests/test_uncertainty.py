@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +102,45 @@ def test_spearman_interval_known_answers():
         u.spearman_interval(x, np.ones(30))
     with pytest.raises(ValueError, match="at least 3"):
         u.spearman_interval([1.0, 2.0], [2.0, 1.0])
+
+
+def test_spearman_difference_interval_pairs_the_units():
+    """Two rank correlations over the same 60 units: a near-perfect one minus a weak one is clearly positive; the same
+    correlation twice is exactly 0 with a zero-width interval (every resample cancels), which two separate intervals
+    could not show; a unit with a non-finite value in any column is dropped from all four."""
+    rng = np.random.default_rng(0)
+    x = rng.random(60)
+    strong, weak = x + rng.normal(scale=0.01, size=60), x + rng.normal(scale=1.0, size=60)
+    diff = u.spearman_difference_interval(x, strong, x, weak, seed=2)
+    assert diff.value == pytest.approx(u.spearman_interval(x, strong).value - u.spearman_interval(x, weak).value)
+    assert 0 < diff.low <= diff.value <= diff.high and diff.n == 60
+    same = u.spearman_difference_interval(x, weak, x, weak)
+    assert same.value == same.low == same.high == 0.0
+    holed = weak.copy()
+    holed[:5] = np.nan
+    assert u.spearman_difference_interval(x, strong, x, holed).n == 55
+    with pytest.raises(ValueError, match="one value per unit"):
+        u.spearman_difference_interval(x, strong, x[:10], weak[:10])
+
+
+def test_auc_interval_known_answers():
+    """Perfectly separated scores: AUC 1 with a point interval; two draws of one distribution: an interval around ½
+    whose value is the metric's own AUC; a small shift of 0.5 σ over 300 a side: AUC ≈ Φ(0.5/√2) ≈ 0.64, interval
+    above ½ and containing it."""
+    from featadv_core.metrics import roc_auc
+
+    assert u.auc_interval(np.arange(10.0), np.arange(10.0) + 100).low == 1.0
+    rng = np.random.default_rng(0)
+    neg, same = rng.normal(size=300), rng.normal(size=300)
+    iv = u.auc_interval(neg, same, seed=1)
+    assert iv.value == pytest.approx(roc_auc(torch.as_tensor(neg), torch.as_tensor(same)))
+    assert iv.low < 0.5 < iv.high and iv.n == 300
+    shifted = u.auc_interval(neg, rng.normal(loc=0.5, size=300), seed=1)
+    assert 0.5 < shifted.low < 0.64 < shifted.high < 0.75
+    with pytest.raises(ValueError, match="at least 2"):
+        u.auc_interval(neg, [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        u.auc_interval(neg, [1.0, np.nan])
 
 
 def test_difference_interval_paired_sees_a_shift_the_unpaired_cannot():

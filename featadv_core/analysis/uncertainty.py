@@ -21,7 +21,7 @@ import numpy as np
 from .statistics import as_array, spearman
 
 __all__ = ["Interval", "STATES", "rate_interval", "bootstrap_interval", "ratio_interval", "difference_interval", "mean_interval",
-           "spearman_interval", "judge", "judge_all", "n_to_decide"]
+           "spearman_interval", "spearman_difference_interval", "auc_interval", "judge", "judge_all", "n_to_decide"]
 
 STATES = ("replicated", "not replicated", "undecided")
 _STATISTICS = {"median": np.median, "mean": np.mean}
@@ -164,23 +164,62 @@ def difference_interval(a, b, statistic: str = "median", *, paired: bool = True,
                             f"{n_resamples} resamples)")
 
 
+def auc_interval(negatives, positives, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Interval:
+    """ROC AUC of a score meant to be higher on ``positives`` (:func:`featadv_core.metrics.roc_auc`, the
+    Mann–Whitney U over n⁺ n⁻) with a seeded stratified percentile bootstrap: each side resampled on its own, so every
+    resample keeps both classes' sizes (the usual interval for an AUC, e.g. pROC's). ``n`` is the number of positives.
+    """
+    from ..metrics.detection import roc_auc
+
+    neg, pos = as_array(negatives), as_array(positives)
+    if np.isnan(neg).any() or np.isnan(pos).any():
+        raise ValueError("scores contain NaN")
+    if neg.size < 2 or pos.size < 2:
+        raise ValueError(f"an AUC's interval needs at least 2 scores on each side, got {neg.size} and {pos.size}")
+    return _bootstrap((pos, neg), lambda p, q: roc_auc(q, p), paired=False, level=level, n_resamples=n_resamples,
+                      seed=seed, n=int(pos.size), label=f"stratified bootstrap of a ROC AUC ({n_resamples} resamples)")
+
+
+def _rank_rows(columns, level: float, n_resamples: int, seed: int, statistic) -> tuple[float, float, float, int]:
+    """``statistic`` of paired columns (one row per unit; rows with a non-finite value dropped), with a seeded
+    percentile bootstrap over the rows. A resample where a rank correlation is undefined (a constant column) is
+    dropped; such resamples occur only for tiny n."""
+    arrays = [as_array(c) for c in columns]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"paired samples must have one value per unit each, got {[a.shape for a in arrays]}")
+    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
+    arrays = [a[keep] for a in arrays]
+    n = int(arrays[0].size)
+    if n < 3:
+        raise ValueError(f"a rank correlation's interval needs at least 3 units, got {n}")
+    value = statistic(*arrays)
+    if not math.isfinite(value):
+        raise ValueError("Spearman's ρ is undefined: a column is constant")
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(*(a[i] for a in arrays)) for i in rng.integers(0, n, size=(n_resamples, n))])
+    draws = draws[np.isfinite(draws)]
+    tail = 100 * (1 - level) / 2
+    low, high = (float(v) for v in np.percentile(draws, [tail, 100 - tail]))
+    return float(value), min(low, value), max(high, value), n
+
+
 def spearman_interval(x, y, *, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Interval:
     """Spearman's ρ of paired values (one (x, y) row per unit) with a seeded percentile-bootstrap interval, the rows
     resampled together. A resample whose x or y is constant has no ρ; such resamples are dropped (they occur only
     for tiny n)."""
-    a, b = _two_samples(x, y, paired=True)
-    if a.size < 3:
-        raise ValueError(f"a rank correlation's interval needs at least 3 units, got {a.size}")
-    value = spearman(a, b)
-    if not math.isfinite(value):
-        raise ValueError("Spearman's ρ is undefined: x or y is constant")
-    rng = np.random.default_rng(seed)
-    rhos = np.array([spearman(a[i], b[i]) for i in rng.integers(0, a.size, size=(n_resamples, a.size))])
-    rhos = rhos[np.isfinite(rhos)]
-    tail = 100 * (1 - level) / 2
-    low, high = (float(v) for v in np.percentile(rhos, [tail, 100 - tail]))
-    return Interval(value, min(low, value), max(high, value), int(a.size),
-                    f"bootstrap of Spearman's ρ (paired, {n_resamples} resamples)", level)
+    value, low, high, n = _rank_rows((x, y), level, n_resamples, seed, spearman)
+    return Interval(value, low, high, n, f"bootstrap of Spearman's ρ (paired, {n_resamples} resamples)", level)
+
+
+def spearman_difference_interval(x1, y1, x2, y2, *, level: float = 0.95, n_resamples: int = 2000,
+                                 seed: int = 0) -> Interval:
+    """ρ(x1, y1) − ρ(x2, y2), two Spearman correlations measured on the same units (one row of all four per unit),
+    with a seeded percentile bootstrap that resamples the units' rows together — so the two ρ's dependence through
+    the shared units is kept (two separate intervals that overlap do not say the difference straddles 0)."""
+    value, low, high, n = _rank_rows((x1, y1, x2, y2), level, n_resamples, seed,
+                                     lambda a, b, c, d: spearman(a, b) - spearman(c, d))
+    return Interval(value, low, high, n, f"bootstrap of a difference of Spearman's ρ (paired, {n_resamples} resamples)",
+                    level)
 
 
 def _paired_flag_difference(x: np.ndarray, y: np.ndarray, scale: float, level: float) -> Interval:
