@@ -51,6 +51,15 @@ def test_ratio_interval_paired_and_unpaired():
         u.ratio_interval(a, a[:10])
 
 
+def test_a_ratio_undefined_on_resamples_is_a_clear_error():
+    """A denominator with one nonzero unit in 20 resamples to all zeros often (0/0 on some resamples): a clear error
+    that names the remedy, not an "empty interval [nan, nan]"."""
+    den = np.zeros(20)
+    den[0] = 1.0
+    with np.errstate(invalid="ignore", divide="ignore"), pytest.raises(ValueError, match="undefined .* resamples"):
+        u.ratio_interval(np.zeros(20) + (np.arange(20) < 1), den, "mean")
+
+
 def test_judge_three_states_and_the_n_that_decides():
     i = u.Interval(0.7, 0.6, 0.8, 100, "test")
     assert u.judge(i, at_least=0.5) == "replicated" and u.judge(i, at_least=0.9) == "not replicated"

@@ -87,6 +87,9 @@ def _bootstrap(data: tuple, statistic, *, paired: bool, level: float, n_resample
     res = bootstrap(data, statistic, paired=paired, vectorized=False, confidence_level=level, batch=_BATCH,
                     n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if math.isnan(value) or math.isnan(low) or math.isnan(high):
+        raise ValueError(f"{label}: the statistic is undefined on the sample or on some resamples (a ratio whose "
+                         "denominator resamples to 0?); judge an equivalent statistic without the division")
     return Interval(value, min(low, value), max(high, value), n, label, level)
 
 
