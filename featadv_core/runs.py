@@ -19,7 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import analysis, attacks, data, distributed, metrics
+from . import attacks, data, distributed, metrics
+# the one analysis module runs call, imported alone: a cached run's code fingerprint follows imports, and the
+# analysis package also holds the claims' statistics (uncertainty), which no attack runs
+from .analysis.curvature import Curvatures, principal_curvatures
 from .attacks.pgd import OBJECTIVES as PGD_OBJECTIVES
 from .features import extract, model_dtype
 from .labels import predict_labels
@@ -214,7 +217,7 @@ def run_deepfool(model: nn.Module, x: torch.Tensor, *, target: torch.Tensor | No
 
 
 def run_curvatures(model: nn.Module, x: torch.Tensor, classes: Sequence[int], *, cache: bool = True,
-                   progress: bool = True, **options) -> dict[int, "analysis.Curvatures"]:
+                   progress: bool = True, **options) -> dict[int, Curvatures]:
     """Algorithm 1 (:func:`featadv_core.analysis.principal_curvatures`) for every class, each cached on disk.
 
     ``x`` are the (training) images Algorithm 1 samples from; ``options`` its keywords
@@ -228,13 +231,13 @@ def run_curvatures(model: nn.Module, x: torch.Tensor, classes: Sequence[int], *,
     classes = [int(c) for c in classes]
     r, size = distributed.world() if cache else (0, 1)
 
-    def one(c: int) -> "analysis.Curvatures":
-        run = lambda: analysis.principal_curvatures(model, x.to(device), c, progress=False, **options)  # noqa: E731
+    def one(c: int) -> Curvatures:
+        run = lambda: principal_curvatures(model, x.to(device), c, progress=False, **options)  # noqa: E731
         if not cache:
             return run()
         with distributed.solo():  # this rank alone: the class is its share, or already on disk
             return cached("curvatures", {"images": images, "class": c, "options": options}, run, model=model,
-                          code=(analysis.principal_curvatures,))
+                          code=(principal_curvatures,))
 
     mine = [c for k, c in enumerate(classes) if k % size == r]
     out = {c: one(c) for c in tqdm(mine, desc="Algorithm 1 (classes)", disable=not progress or not distributed.is_main(),

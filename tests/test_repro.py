@@ -195,6 +195,20 @@ def _fake_package(root):
     return pkg
 
 
+def test_cached_runs_do_not_depend_on_the_claims_statistics():
+    """Every cached attack names a ``runs`` function in its code fingerprint: the modules ``runs`` reaches must not
+    include the claims' statistics (``analysis.uncertainty``) or the claims themselves, or a change to how a claim is
+    judged would invalidate every cached attack of the book (it did once: a session's full render went cold)."""
+    reached, todo = set(), ["featadv_core.runs"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(repro._imported_modules(name, repro._module_file(name)) - reached)
+    assert "featadv_core.analysis.curvature" in reached   # Algorithm 1, which runs caches
+    assert not reached & {"featadv_core.analysis.uncertainty", "featadv_core.claims", "featadv_core.analysis"}
+
+
 def test_code_fingerprint_follows_imports_only(tmp_path, monkeypatch):
     pkg = _fake_package(tmp_path)
     monkeypatch.setattr(repro, "_PACKAGE_DIR", pkg)

@@ -176,16 +176,14 @@ def test_run_deepfool_matches_the_attack_and_caches_its_chunks(tiny_lenet, monke
 
 
 def test_run_curvatures_caches_each_class(tiny_lenet, monkeypatch):
-    from featadv_core import analysis
-
     calls = []
-    real = analysis.principal_curvatures
+    real = runs.principal_curvatures
 
     def spy(model, x, target, **kw):
         calls.append(target)
         return real(model, x, target, **kw)
 
-    monkeypatch.setattr(analysis, "principal_curvatures", spy)
+    monkeypatch.setattr(runs, "principal_curvatures", spy)
     torch.manual_seed(1)
     x = torch.rand(12, 1, 28, 28)
     opts = dict(h=0.5, n_samples=6, method="topk", k=2, oversample=2, depth=1, df_max_iter=20, progress=False)
