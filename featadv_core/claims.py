@@ -132,7 +132,7 @@ class Claim:
         """
         if not parts:
             raise ValueError("conjoined needs at least one part")
-        ours = "; ".join(f"{label}: {p.ours}" if label else p.ours for label, p in parts)
+        ours = _listed(parts)
         claims = [p for _, p in parts]
         failed = [p for p in claims if not p.replicated and not p.undecided]
         straddling = [p for p in claims if p.undecided]
@@ -142,7 +142,6 @@ class Claim:
                    why_not=why_not if failed else why_undecided if straddling else "", kind=kind, cause=cause, n=lead.n,
                    low=lead.low, high=lead.high, undecided=bool(straddling) and not failed,
                    n_to_decide=max(need) if need and not failed else None)
-
 
     @classmethod
     def counted(cls, claim: str, paper: str, criterion: str, parts, *, at_least: int, why_not: str = "",
@@ -170,11 +169,16 @@ class Claim:
         need = sorted(p.n_to_decide for p in straddling if p.n_to_decide)
         missing = at_least - len(passing)
         ours = (f"{len(passing)} of {len(parts)} pass" + (f", {len(straddling)} undecided" if straddling else "")
-                + ": " + "; ".join(f"{label}: {p.ours}" if label else p.ours for label, p in parts))
+                + ": " + _listed(parts))
         return cls(claim, paper, ours, state == "replicated", criterion,
                    why_not=why_not if state == "not replicated" else why_undecided if state == "undecided" else "",
                    kind=kind, cause=cause, n=lead.n, low=lead.low, high=lead.high, undecided=state == "undecided",
                    n_to_decide=need[missing - 1] if state == "undecided" and len(need) >= missing else None)
+
+
+def _listed(parts) -> str:
+    """A multi-part claim's parts as ``label: ours; …`` (a part without a label by its ``ours`` alone)."""
+    return "; ".join(f"{label}: {p.ours}" if label else p.ours for label, p in parts)
 
 
 def cause_of(replicated: bool, undecided: bool, cause: str) -> str:
